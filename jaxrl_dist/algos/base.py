@@ -1,0 +1,58 @@
+"""The algorithm protocol every algorithm module follows: pure functions over an explicit state.
+
+An algorithm is built once per run by `make(spec, cfg, grad_reduce)` from the env spec and the config, and hands the
+system a bundle of pure, jit-able functions. The system (roles/) decides where they run, how batches reach them and
+how gradients are reduced across devices; the algorithm never touches threads, devices or files.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+GradReduce = Callable[[Any], Any]
+"""Reduces a gradient pytree across data-parallel shards (identity on one device); injected by the system."""
+
+
+def no_reduce(grads: Any) -> Any:
+    return grads
+
+
+class Transition(NamedTuple):
+    """A replay batch of n-step transitions; `B` is the batch size.
+
+    Attributes:
+        obs: `[B, *obs_shape]` observation at the start of the transition.
+        action: `[B]` int32 (discrete) or `[B, *action_shape]` float32 action taken there.
+        reward: `[B]` float32 discounted n-step return, sum_k gamma^k r_k.
+        discount: `[B]` float32 bootstrap factor: gamma^k after k steps, 0 where the episode terminated (a
+            truncation keeps gamma^k: the value of the final observation is bootstrapped).
+        next_obs: `[B, *obs_shape]` observation the bootstrap value is taken from.
+    """
+
+    obs: Any
+    action: Any
+    reward: Any
+    discount: Any
+    next_obs: Any
+
+
+class Algorithm(NamedTuple):
+    """The pure functions of one algorithm, closed over its networks and optimizer.
+
+    Attributes:
+        init: `key -> state`, the full learner state (a flax.struct.dataclass).
+        update: `(state, batch) -> (state, metrics)` for one shard; jit-able; metrics are scalars.
+        act: `(params, obs [B, ...], key, eps) -> (actions [B], key)`, the exploring policy of actors.
+        eval_act: `(params, obs [B, ...]) -> actions [B]`, the greedy / deterministic policy.
+        actor_params: `state -> params` the actors and the evaluator need.
+        exploration: `env_steps -> float`, the actors' exploration parameter (epsilon for DQN).
+    """
+
+    init: Callable[[jax.Array], Any]
+    update: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
+    act: Callable[[Any, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
+    eval_act: Callable[[Any, jax.Array], jax.Array]
+    actor_params: Callable[[Any], Any]
+    exploration: Callable[[int], float]

@@ -1,0 +1,123 @@
+"""DQN / Double DQN as pure functions: `make(spec, cfg)` returns `init`, `update`, `act`, `eval_act`.
+
+Options: dueling head (network.dueling), n-step returns (built by the replay writer, see `Transition`), Huber or MSE
+loss, target network refreshed by period or Polyak averaging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, no_reduce
+from jaxrl_dist.config.schema import Config
+from jaxrl_dist.envs.spec import EnvSpec
+from jaxrl_dist.networks import QHead, make_torso
+
+
+@flax.struct.dataclass
+class DQNState:
+    """Learner state of DQN."""
+
+    params: Any
+    target_params: Any
+    opt_state: Any
+    steps: jax.Array  # int32 [], updates done
+
+
+def td_loss(
+    q: jax.Array,
+    q_next_target: jax.Array,
+    q_next_online: jax.Array,
+    batch: Transition,
+    *,
+    double: bool,
+    kind: str,
+) -> tuple[jax.Array, jax.Array]:
+    """The DQN temporal-difference loss.
+
+    Args:
+        q: `[B, A]` online values at `batch.obs`.
+        q_next_target: `[B, A]` target-network values at `batch.next_obs`.
+        q_next_online: `[B, A]` online values at `batch.next_obs` (Double DQN picks the action with them).
+        batch: transitions with `action [B]`, `reward [B]` (n-step return) and `discount [B]`.
+        double: Double DQN target if True, max over the target network if False.
+        kind: "huber" (delta 1) or "mse".
+
+    Returns:
+        The scalar mean loss and the `[B]` TD errors.
+    """
+    chex.assert_rank([q, q_next_target, q_next_online], 2)
+    chex.assert_rank([batch.action, batch.reward, batch.discount], 1)
+    chex.assert_type([batch.reward, batch.discount], jnp.float32)
+    chex.assert_equal_shape([q, q_next_target, q_next_online])
+    if double:
+        next_action = jnp.argmax(q_next_online, axis=-1)
+        next_value = jnp.take_along_axis(q_next_target, next_action[:, None], axis=-1)[:, 0]
+    else:
+        next_value = q_next_target.max(axis=-1)
+    target = jax.lax.stop_gradient(batch.reward + batch.discount * next_value)
+    q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    td = target - q_taken
+    per_item = optax.huber_loss(td, delta=1.0) if kind == "huber" else 0.5 * jnp.square(td)
+    return per_item.mean(), td
+
+
+def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Algorithm:
+    """Builds DQN's pure functions for an env spec and a config."""
+    if spec.action_kind != "discrete":
+        raise ValueError(f"DQN needs a discrete action space, got {spec.action_kind}")
+    algo = cfg.algo
+    net = QHead(
+        make_torso(cfg.network.torso, cfg.network.hidden, cfg.network.activation),
+        spec.num_actions,
+        cfg.network.dueling,
+    )
+    clip = [optax.clip_by_global_norm(algo.max_grad_norm)] if algo.max_grad_norm > 0 else []
+    optimizer = optax.chain(*clip, optax.adam(algo.lr, eps=algo.adam_eps))
+    dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+
+    def init(key: jax.Array) -> DQNState:
+        params = net.init(key, dummy)
+        return DQNState(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+    def loss_fn(params: Any, target_params: Any, batch: Transition) -> tuple[jax.Array, dict[str, jax.Array]]:
+        # One forward pass of the online net over obs and next_obs together.
+        both = net.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))
+        q, q_next_online = jnp.split(both, 2)
+        q_next_target = net.apply(target_params, batch.next_obs)
+        loss, td = td_loss(q, q_next_target, q_next_online, batch, double=algo.double, kind=algo.loss)
+        return loss, {"loss": loss, "q_mean": q.mean(), "td_abs": jnp.abs(td).mean()}
+
+    def update(state: DQNState, batch: Transition) -> tuple[DQNState, dict[str, jax.Array]]:
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+        grads = grad_reduce(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        steps = state.steps + 1
+        if algo.target_update == "polyak":
+            target = optax.incremental_update(params, state.target_params, algo.tau)
+        else:
+            target = optax.periodic_update(params, state.target_params, steps, algo.target_period)
+        return DQNState(params, target, opt_state, steps), metrics
+
+    def act(params: Any, obs: jax.Array, key: jax.Array, eps: Any) -> tuple[jax.Array, jax.Array]:
+        key, k_explore, k_action = jax.random.split(key, 3)
+        greedy = jnp.argmax(net.apply(params, obs), axis=-1)
+        random = jax.random.randint(k_action, greedy.shape, 0, spec.num_actions)
+        explore = jax.random.uniform(k_explore, greedy.shape) < eps
+        return jnp.where(explore, random, greedy).astype(jnp.int32), key
+
+    def eval_act(params: Any, obs: jax.Array) -> jax.Array:
+        return jnp.argmax(net.apply(params, obs), axis=-1).astype(jnp.int32)
+
+    def exploration(env_steps: int) -> float:
+        frac = min(1.0, env_steps / algo.eps_decay_steps)
+        return algo.eps_start + frac * (algo.eps_end - algo.eps_start)
+
+    return Algorithm(init, update, act, eval_act, lambda s: s.params, exploration)

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m jaxrl_dist.bench throughput|solve [--json]`."""

@@ -1,0 +1,170 @@
+"""`bench throughput`: raw EnvPool vs the actor pipeline vs full training, at the same env settings.
+
+Three figures in one run, each after a warm-up (JIT compilation is excluded here; `bench solve` includes it):
+raw EnvPool random-action steps/s; the actor pipeline (recv, replay write, policy inference, send) with the
+learner off; and full asynchronous training (env steps/s and learner updates/s), with their ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxrl_dist.config import Config, derive, load_config
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/dqn_cartpole.yaml", help="config whose algorithm and roles are used")
+    p.add_argument("--env", help="env id (default: the config's)")
+    p.add_argument("--num-envs", type=int, help="envs per actor (default: the config's)")
+    p.add_argument("--batch-size", type=int, help="EnvPool batch size (default: the config's)")
+    p.add_argument("--threads", type=int, help="EnvPool threads (default: the config's)")
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring window per figure")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    over = list(args.overrides) + ["roles.mode=async", "eval.interval=0", "checkpoint.interval=0",
+                                   "log.tensorboard=false", "log.quiet=true"]
+    for flag, key in (("env", "env.id"), ("num_envs", "env.num_envs"), ("batch_size", "env.batch_size"),
+                      ("threads", "env.num_threads")):
+        if getattr(args, flag) is not None:
+            over.append(f"{key}={getattr(args, flag)}")
+    return load_config(args.config, over)
+
+
+def raw_envpool(cfg: Config, seconds: float) -> float:
+    """Steps/s of EnvPool itself (async send/recv, random actions drawn ahead of time)."""
+    import envpool
+
+    sizes = derive(cfg)
+    env = envpool.make(cfg.env.id, env_type="gymnasium", num_envs=cfg.env.num_envs, batch_size=sizes.env_batch,
+                       num_threads=sizes.env_threads, seed=0, **cfg.env.kwargs)
+    space = env.action_space
+    rng = np.random.default_rng(0)
+    if hasattr(space, "n"):
+        pool = rng.integers(0, space.n, size=(64, sizes.env_batch)).astype(np.int32)
+    else:
+        pool = rng.uniform(space.low, space.high, size=(64, sizes.env_batch, *space.shape))
+    env.async_reset()
+    steps, i = 0, 0
+    start = time.perf_counter()
+    while (now := time.perf_counter()) - start < seconds:
+        ids = env.recv()[-1]["env_id"]
+        env.send(pool[i % 64], ids)
+        steps, i = steps + len(ids), i + 1
+    env.close()
+    return steps / (now - start)
+
+
+def actor_pipeline(cfg: Config, seconds: float) -> float:
+    """Steps/s of the actor role with the policy in the loop, the learner off, replay writes on."""
+    from jaxrl_dist.roles.graph import build_graph
+
+    g = build_graph(cfg)
+    try:
+        stop = threading.Event()
+        counts = [0] * len(g.actors)
+
+        def loop(i: int) -> None:
+            actor = g.actors[i]
+            actor.refresh_params()
+            actor.start()
+            while not stop.is_set():
+                counts[i] += actor.step(g.timers)
+
+        threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(len(g.actors))]
+        for t in threads:
+            t.start()
+        time.sleep(min(2.0, seconds))  # warm-up: compilation and the first episodes
+        before, start = sum(counts), time.perf_counter()
+        time.sleep(seconds)
+        steps, elapsed = sum(counts) - before, time.perf_counter() - start
+        stop.set()
+        for t in threads:
+            t.join(10)
+        return steps / elapsed
+    finally:
+        g.close()
+
+
+def full_training(cfg: Config, seconds: float) -> tuple[float, float]:
+    """Env steps/s and updates/s of asynchronous training once the learner runs."""
+    from jaxrl_dist.io import Checkpointer
+    from jaxrl_dist.roles.graph import build_graph
+    from jaxrl_dist.roles.runner import Driver
+
+    g = build_graph(cfg)
+    figures: dict[str, float] = {}
+
+    def monitor() -> None:
+        deadline = time.monotonic() + 120
+        while g.limiter.updates == 0 and time.monotonic() < deadline and not g.lifetime.stop_event.is_set():
+            time.sleep(0.05)
+        time.sleep(1.0)  # the learner's first calls compile
+        s0, u0, t0 = g.limiter.env_steps, g.limiter.updates, time.perf_counter()
+        time.sleep(seconds)
+        dt = time.perf_counter() - t0
+        figures["sps"] = (g.limiter.env_steps - s0) / dt
+        figures["ups"] = (g.limiter.updates - u0) / dt
+        g.lifetime.stop_event.set()
+
+    with tempfile.TemporaryDirectory(prefix="jaxrl_bench_") as tmp:
+        ckpt = Checkpointer(Path(tmp) / "checkpoints", keep=1)
+        threading.Thread(target=monitor, daemon=True).start()
+        try:
+            Driver(g, Path(tmp), time.time(), ckpt).run()
+        finally:
+            g.close()
+            ckpt.close()
+    return figures.get("sps", 0.0), figures.get("ups", 0.0)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = _config(args)
+    cfg = _with_budget(cfg)
+    sizes = derive(cfg)
+    raw = raw_envpool(cfg, args.seconds)
+    actor = actor_pipeline(cfg, args.seconds)
+    sps, ups = full_training(cfg, args.seconds)
+    return {
+        "env": cfg.env.id,
+        "num_envs": cfg.env.num_envs,
+        "batch_size": sizes.env_batch,
+        "threads": sizes.env_threads,
+        "actors": cfg.roles.actor.count,
+        "raw_sps": round(raw),
+        "actor_sps": round(actor),
+        "train_sps": round(sps),
+        "train_ups": round(ups, 1),
+        "actor_over_raw": round(actor / raw, 3),
+        "train_over_raw": round(sps / raw, 3),
+        "replay_ratio_measured": round(ups / sps, 4) if sps else None,
+        "replay_ratio_config": cfg.train.replay_ratio,
+    }
+
+
+def _with_budget(cfg: Config) -> Config:
+    """The same config with an env-step budget the measurement never reaches."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, total_env_steps=10**12))
+
+
+def render(r: dict[str, Any]) -> str:
+    return "\n".join([
+        f"bench throughput  {r['env']}  num_envs={r['num_envs']} batch_size={r['batch_size']} "
+        f"threads={r['threads']} actors={r['actors']}",
+        f"{'figure':<34}{'value':>12}{'ratio to raw':>14}",
+        f"{'raw EnvPool (random actions) sps':<34}{r['raw_sps']:>12}{1.0:>14.3f}",
+        f"{'actor pipeline (learner off) sps':<34}{r['actor_sps']:>12}{r['actor_over_raw']:>14.3f}",
+        f"{'full training sps':<34}{r['train_sps']:>12}{r['train_over_raw']:>14.3f}",
+        f"{'full training updates/s':<34}{r['train_ups']:>12}",
+        f"replay ratio: measured {r['replay_ratio_measured']}, configured {r['replay_ratio_config']}",
+    ])

@@ -1,0 +1,96 @@
+"""The one place that derives dependent sizes from a `Config` and checks that they fit together."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from jaxrl_dist.config.schema import Config
+from jaxrl_dist.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Numbers the roles need that follow from the config (never set by hand)."""
+
+    env_batch: int  # envs per recv() of one actor
+    env_threads: int  # EnvPool worker threads per actor
+    capacity_per_actor: int  # replay slots of one actor's partition
+    write_margin: int  # most transitions one actor may write in one add (n-step flushes included)
+    ratio_slack: int  # env steps an actor may run ahead of the replay ratio
+    updates_per_call: int
+    eval_envs: int
+
+
+def derive(cfg: Config) -> Sizes:
+    """Derives every dependent size; raises `ConfigError` naming the keys that do not fit."""
+    env, roles, train = cfg.env, cfg.roles, cfg.train
+    env_batch = env.batch_size or env.num_envs
+    if env_batch > env.num_envs:
+        raise ConfigError(
+            f"config key 'env.batch_size': value {env.batch_size} is larger than env.num_envs={env.num_envs}; "
+            f"allowed: 0 (= num_envs) to {env.num_envs}"
+        )
+    if roles.mode == "serial" and env_batch != env.num_envs:
+        raise ConfigError(
+            f"config key 'env.batch_size': value {env.batch_size} needs async mode; roles.mode=serial steps all "
+            f"{env.num_envs} envs together (allowed: 0 or {env.num_envs})"
+        )
+    threads = env.num_threads or max(1, min(os.cpu_count() or 1, env.num_envs))
+    actors = roles.actor.count if roles.mode == "async" else 1
+    capacity = cfg.replay.capacity // actors
+    write_margin = env_batch * cfg.algo.n_step
+    if capacity < 4 * write_margin + cfg.replay.batch_size:
+        need = actors * (4 * write_margin + cfg.replay.batch_size)
+        raise ConfigError(
+            f"config key 'replay.capacity': value {cfg.replay.capacity} is too small for {actors} actor(s) writing "
+            f"batches of {write_margin} transitions; allowed: >= {need}"
+        )
+    if train.learning_starts < cfg.replay.batch_size:
+        raise ConfigError(
+            f"config key 'train.learning_starts': value {train.learning_starts} is below replay.batch_size="
+            f"{cfg.replay.batch_size}; allowed: >= {cfg.replay.batch_size}"
+        )
+    if train.learning_starts >= train.total_env_steps:
+        raise ConfigError(
+            f"config key 'train.learning_starts': value {train.learning_starts} leaves no training before "
+            f"train.total_env_steps={train.total_env_steps}; allowed: < {train.total_env_steps}"
+        )
+    k = roles.learner.updates_per_call
+    if roles.mode == "async" and train.max_staleness < k:
+        raise ConfigError(
+            f"config key 'train.max_staleness': value {train.max_staleness} is below roles.learner.updates_per_call"
+            f"={k}: parameters are published once per call; allowed: >= {k}"
+        )
+    algo = cfg.algo
+    if algo.eps_end > algo.eps_start:
+        raise ConfigError(
+            f"config key 'algo.eps_end': value {algo.eps_end} is above algo.eps_start={algo.eps_start}; "
+            f"allowed: <= {algo.eps_start}"
+        )
+    if cfg.network.torso == "nature_cnn" and not cfg.network.hidden:
+        raise ConfigError("config key 'network.hidden': the nature_cnn torso needs at least one hidden layer size")
+    # Actors may run ahead of the ratio by `slack` env steps. It must cover one learner call (k updates need
+    # k / ratio env steps) plus an env batch per actor, or actors and learner would wait on each other forever.
+    needed = math.ceil(k / train.replay_ratio) + env_batch * actors
+    if train.ratio_slack and train.ratio_slack < needed:
+        raise ConfigError(
+            f"config key 'train.ratio_slack': value {train.ratio_slack} cannot cover one learner call of {k} updates "
+            f"at replay_ratio {train.replay_ratio}; allowed: 0 (auto) or >= {needed}"
+        )
+    slack = train.ratio_slack or needed + 3 * env_batch * actors
+    return Sizes(
+        env_batch=env_batch,
+        env_threads=threads,
+        capacity_per_actor=capacity,
+        write_margin=write_margin,
+        ratio_slack=slack,
+        updates_per_call=k,
+        eval_envs=cfg.eval.episodes,
+    )
+
+
+def validate(cfg: Config) -> None:
+    """Raises `ConfigError` if the config's sizes do not fit together."""
+    derive(cfg)

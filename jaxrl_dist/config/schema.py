@@ -1,0 +1,170 @@
+"""The typed, frozen config schema: one dataclass per section, every field documented.
+
+A field's metadata carries its documentation and its range (`ge`, `gt`, `le`); `Literal` types give the allowed
+values. `jaxrl_dist.config.load` turns YAML / Python dicts into these classes and reports any mismatch as a
+one-line `ConfigError`; `jaxrl_dist.config.derive.validate` checks the sizes that depend on each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Optional
+
+
+def fld(default: Any, doc: str, **limits: float) -> Any:
+    """A dataclass field with a doc string and numeric limits (ge, gt, le, lt) in its metadata."""
+    meta = {"doc": doc, **limits}
+    if isinstance(default, (list, dict)):  # mutable defaults need a factory
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def section(default_cls: type) -> Any:
+    return dataclasses.field(default_factory=default_cls, metadata={"doc": default_cls.__doc__ or ""})
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvConfig:
+    """The training environments (each actor owns one vectorized env of `num_envs`)."""
+
+    id: str = fld("CartPole-v1", "EnvPool task id, `gymnasium:ID`, or `package.module:Class` (a BaseEnv subclass).")
+    backend: Literal["auto", "envpool", "gymnasium", "custom"] = fld("auto", "Which env backend; auto picks from id.")
+    num_envs: int = fld(8, "Environments per actor.", ge=1)
+    batch_size: int = fld(0, "Envs returned per recv (EnvPool async mode); 0 means num_envs (synchronous).", ge=0)
+    num_threads: int = fld(0, "EnvPool worker threads per actor; 0 means min(cpu count, num_envs).", ge=0)
+    max_episode_steps: int = fld(0, "Time limit (truncation) in env steps; 0 keeps the env's own.", ge=0)
+    kwargs: dict = fld({}, "Extra keyword arguments for envpool.make or the env constructor.")
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The function approximator: a torso and the algorithm's head."""
+
+    torso: Literal["mlp", "nature_cnn"] = fld("mlp", "Torso: an MLP or the Nature-DQN CNN (for [C,84,84] frames).")
+    hidden: tuple[int, ...] = fld((256, 256), "Hidden layer sizes of the MLP (or of the MLP after the CNN).", ge=1)
+    activation: Literal["relu", "tanh", "gelu", "silu"] = fld("relu", "Activation between layers.")
+    dueling: bool = fld(False, "Dueling value/advantage head (DQN family).")
+
+
+@dataclasses.dataclass(frozen=True)
+class DQNConfig:
+    """DQN / Double DQN hyperparameters."""
+
+    name: Literal["dqn"] = fld("dqn", "Algorithm name.")
+    double: bool = fld(True, "Double DQN: the online network picks the bootstrap action.")
+    lr: float = fld(1e-3, "Adam learning rate.", gt=0.0)
+    adam_eps: float = fld(1e-8, "Adam epsilon.", gt=0.0)
+    max_grad_norm: float = fld(10.0, "Global gradient-norm clip; 0 disables it.", ge=0.0)
+    gamma: float = fld(0.99, "Discount factor.", ge=0.0, le=1.0)
+    n_step: int = fld(1, "n-step returns (bootstrapping through truncations).", ge=1)
+    loss: Literal["huber", "mse"] = fld("huber", "TD loss.")
+    target_update: Literal["period", "polyak"] = fld("period", "Hard copy every target_period updates, or Polyak.")
+    target_period: int = fld(500, "Updates between hard target copies (target_update=period).", ge=1)
+    tau: float = fld(0.005, "Polyak coefficient per update (target_update=polyak).", gt=0.0, le=1.0)
+    eps_start: float = fld(1.0, "Initial exploration epsilon.", ge=0.0, le=1.0)
+    eps_end: float = fld(0.05, "Final exploration epsilon.", ge=0.0, le=1.0)
+    eps_decay_steps: int = fld(10_000, "Env steps over which epsilon decays linearly.", ge=1)
+    eval_eps: float = fld(0.0, "Epsilon of the evaluation policy (0 = greedy).", ge=0.0, le=1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """The host replay buffer and its sampler."""
+
+    capacity: int = fld(100_000, "Transitions kept (split evenly between actors).", ge=1)
+    batch_size: int = fld(64, "Transitions per learner update.", ge=1)
+    prefetch: int = fld(2, "Batches prepared ahead and already on the learner device (async mode).", ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActorRoleConfig:
+    """Actor threads: each steps its own vectorized env with the newest parameters it has."""
+
+    count: int = fld(1, "Actor threads.", ge=1)
+    device: str = fld("auto", "JAX device for inference: auto, cpu, cpu:N, gpu:N.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerRoleConfig:
+    """The learner: fused updates on one device."""
+
+    device: str = fld("auto", "JAX device for updates: auto, cpu, cpu:N, gpu:N.")
+    updates_per_call: int = fld(8, "Updates fused into one jitted call (lax.scan over prefetched batches).", ge=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class RolesConfig:
+    """The data-flow graph on one node: actors -> replay -> learner -> actors, plus the evaluator."""
+
+    mode: Literal["async", "serial"] = fld("async", "async: role threads; serial: one deterministic thread.")
+    actor: ActorRoleConfig = section(ActorRoleConfig)
+    learner: LearnerRoleConfig = section(LearnerRoleConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The run's budget and the relation between sampling and learning."""
+
+    total_env_steps: int = fld(100_000, "Env steps (over all actors) after which training stops.", ge=1)
+    learning_starts: int = fld(1_000, "Env steps collected before the first update.", ge=0)
+    replay_ratio: float = fld(0.25, "Learner updates per env step, held in both directions.", gt=0.0)
+    ratio_slack: int = fld(0, "Env steps an actor may run ahead of the ratio; 0 means 4 env batches.", ge=0)
+    max_staleness: int = fld(64, "Most learner updates an actor's parameters may lag before it waits.", ge=0)
+    seed: int = fld(0, "Seed of networks, exploration and env instances.", ge=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation with the greedy / deterministic policy on separate env instances."""
+
+    interval: int = fld(10_000, "Env steps between evaluations; 0 disables evaluation.", ge=0)
+    episodes: int = fld(10, "Episodes per evaluation (run in parallel, one per env).", ge=1)
+    target_return: Optional[float] = fld(None, "Stop training at the first evaluation whose mean reaches this.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig:
+    """Console, metrics.jsonl and TensorBoard output."""
+
+    root: str = fld("experiments", "Folder holding experiment directories.")
+    interval_s: float = fld(2.0, "Seconds between metric lines.", gt=0.0)
+    tensorboard: bool = fld(True, "Write TensorBoard events under tb/.")
+    quiet: bool = fld(False, "Plain progress lines instead of a live bar (also when stdout is not a TTY).")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """Orbax checkpoints under checkpoints/."""
+
+    interval: int = fld(50_000, "Env steps between checkpoints; 0 saves only at the end.", ge=0)
+    keep: int = fld(3, "Checkpoints kept on disk.", ge=1)
+    save_replay: bool = fld(False, "Store the replay buffer in checkpoints so --resume restores it.")
+
+
+ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole run."""
+
+    env: EnvConfig = section(EnvConfig)
+    network: NetworkConfig = section(NetworkConfig)
+    algo: DQNConfig = section(DQNConfig)
+    replay: ReplayConfig = section(ReplayConfig)
+    roles: RolesConfig = section(RolesConfig)
+    train: TrainConfig = section(TrainConfig)
+    eval: EvalConfig = section(EvalConfig)
+    log: LogConfig = section(LogConfig)
+    checkpoint: CheckpointConfig = section(CheckpointConfig)
+
+
+def to_dict(obj: Any) -> Any:
+    """A config (or section) as plain dicts, lists and scalars, in field order (for YAML snapshots and checkpoints)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

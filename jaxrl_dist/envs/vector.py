@@ -1,0 +1,215 @@
+"""`VecEnv`, the one interface actors see, and `make_env`, which picks and builds a backend.
+
+Backends:
+  * "envpool": a task of `envpool.list_all_envs()`, stepped by EnvPool's C++ threads (`envpool_vec.EnvPoolVecEnv`).
+  * "custom": `package.module:ClassName` naming a `BaseEnv` subclass, stepped in the caller's thread
+    (`serial.SerialVecEnv`).
+  * "gymnasium": a gymnasium id (optionally written `gymnasium:ID`), adapted by `base.GymnasiumEnv` and stepped
+    like a custom env.
+All three give the same `StepBatch` semantics (see `serial` for the list), so an actor written against one runs on
+all of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import inspect
+from typing import Any, Protocol
+
+import numpy as np
+
+from jaxrl_dist.envs.base import BaseEnv, GymnasiumEnv
+from jaxrl_dist.envs.spec import EnvSpec, StepBatch
+from jaxrl_dist.errors import UserError
+
+BACKENDS = ("auto", "envpool", "custom", "gymnasium")
+_GYMNASIUM_PREFIX = "gymnasium:"
+
+
+class VecEnv(Protocol):
+    """A batch of envs stepped asynchronously: recv a batch, compute its actions, send them back.
+
+    Typical actor loop:
+        env.reset()
+        while running:
+            batch = env.recv()
+            env.send(policy(batch.obs), batch.env_ids)
+
+    Attributes:
+        spec: static description of one env.
+        num_envs: number of envs.
+        batch_size: number of envs in every recv.
+    """
+
+    spec: EnvSpec
+    num_envs: int
+    batch_size: int
+
+    def reset(self) -> None:
+        """Starts every env; the first recv() batches carry first=True for every env id once."""
+
+    def recv(self, timeout: float = 60.0) -> StepBatch:
+        """Returns the next batch_size results. Raises TimeoutError after `timeout` s (custom and gymnasium
+        backends); the envpool backend blocks in C++ and does not enforce it."""
+        ...
+
+    def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
+        """Steps `env_ids` (int32 [B], as returned by recv) with actions [B] int or [B, *action_shape] float32."""
+
+    def close(self) -> None:
+        """Releases threads and envs."""
+
+
+def make_env(
+    env_id: str,
+    *,
+    num_envs: int,
+    batch_size: int | None = None,
+    num_threads: int = 0,
+    seed: int = 0,
+    max_episode_steps: int = 0,
+    backend: str = "auto",
+    kwargs: dict[str, Any] | None = None,
+) -> VecEnv:
+    """Builds a `VecEnv` for `env_id`.
+
+    Args:
+        env_id: an EnvPool task ("CartPole-v1"), `package.module:ClassName` of a `BaseEnv` subclass, or a gymnasium
+            id ("gymnasium:CartPole-v1", or a plain id EnvPool does not know).
+        num_envs: number of envs (>= 1).
+        batch_size: envs per recv, 1..num_envs; None means num_envs (synchronous).
+        num_threads: EnvPool worker threads; 0 means min(os.cpu_count(), num_envs). Ignored by other backends.
+        seed: env i is seeded with seed + i.
+        max_episode_steps: time limit (truncation); 0 keeps the env's own (EnvPool default, the class attribute,
+            gymnasium's registration).
+        backend: "auto", "envpool", "custom" or "gymnasium"; "auto" decides from the form of `env_id`.
+        kwargs: keyword arguments for `envpool.make`, the custom class's constructor or `gymnasium.make`.
+
+    Raises:
+        UserError: for an unknown id (with close EnvPool ids), a bad `module:Class`, or out-of-range sizes.
+    """
+    batch_size = num_envs if batch_size is None else batch_size
+    _check_sizes(num_envs, batch_size, num_threads, max_episode_steps)
+    backend = resolve_backend(env_id, backend)
+    kwargs = dict(kwargs or {})
+    if backend == "envpool":
+        from jaxrl_dist.envs.envpool_vec import EnvPoolVecEnv  # Deferred: importing envpool takes about a second.
+
+        return EnvPoolVecEnv(
+            env_id, num_envs=num_envs, batch_size=batch_size, num_threads=num_threads, seed=seed,
+            max_episode_steps=max_episode_steps, kwargs=kwargs,
+        )  # fmt: skip
+    from jaxrl_dist.envs.serial import SerialVecEnv
+
+    if backend == "custom":
+        cls = load_env_class(env_id)
+        _check_kwargs(cls, kwargs, env_id)
+        envs = [cls(**kwargs) for _ in range(num_envs)]
+    else:
+        gym_id = env_id.removeprefix(_GYMNASIUM_PREFIX)
+        envs = [GymnasiumEnv(gym_id, max_episode_steps, **kwargs) for _ in range(num_envs)]
+    return SerialVecEnv(envs, batch_size=batch_size, seed=seed, max_episode_steps=max_episode_steps, name=env_id)
+
+
+def _check_sizes(num_envs: int, batch_size: int, num_threads: int, max_episode_steps: int) -> None:
+    if num_envs < 1:
+        raise UserError(f"num_envs={num_envs} is not allowed; must be >= 1")
+    if not 1 <= batch_size <= num_envs:
+        raise UserError(f"batch_size={batch_size} is not allowed; must be in [1, num_envs={num_envs}]")
+    if num_threads < 0:
+        raise UserError(f"num_threads={num_threads} is not allowed; must be >= 0 (0 = automatic)")
+    if max_episode_steps < 0:
+        raise UserError(f"max_episode_steps={max_episode_steps} is not allowed; must be >= 0 (0 = env default)")
+
+
+def resolve_backend(env_id: str, backend: str = "auto") -> str:
+    """Returns the concrete backend for `env_id`: "envpool", "custom" or "gymnasium".
+
+    "auto" picks "gymnasium" for `gymnasium:ID`, "custom" for any other `module:Class`, "envpool" for an EnvPool
+    task, else "gymnasium" for an id registered there.
+
+    Raises:
+        UserError: for an unknown backend, an id the chosen backend does not know, or a malformed custom id.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"env backend '{backend}' is not allowed; allowed: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if env_id.startswith(_GYMNASIUM_PREFIX):
+            backend = "gymnasium"
+        elif ":" in env_id:
+            backend = "custom"
+        elif env_id in _envpool_ids():
+            backend = "envpool"
+        elif env_id in _gymnasium_ids():
+            backend = "gymnasium"
+        else:
+            raise UserError(f"unknown env id '{env_id}'{_suggest(env_id, _envpool_ids())}")
+    if backend == "envpool" and env_id not in _envpool_ids():
+        raise UserError(f"env id '{env_id}' is not an envpool task{_suggest(env_id, _envpool_ids())}")
+    if backend == "gymnasium":
+        gym_id = env_id.removeprefix(_GYMNASIUM_PREFIX)
+        if gym_id not in _gymnasium_ids():
+            raise UserError(f"env id '{gym_id}' is not registered in gymnasium{_suggest(gym_id, _gymnasium_ids())}")
+    if backend == "custom" and env_id.count(":") != 1:
+        raise UserError(f"custom env id '{env_id}' is not allowed; expected 'package.module:ClassName'")
+    return backend
+
+
+def _suggest(env_id: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(env_id, sorted(known), n=5, cutoff=0.6)
+    if close:
+        return f"; close matches: {', '.join(close)}"
+    return "; see envpool.list_all_envs(), or name a BaseEnv subclass as 'package.module:ClassName'"
+
+
+@functools.cache
+def _envpool_ids() -> frozenset[str]:
+    try:
+        import envpool
+    except ImportError:  # A broken or absent EnvPool only disables that backend.
+        return frozenset()
+    return frozenset(envpool.list_all_envs())
+
+
+@functools.cache
+def _gymnasium_ids() -> frozenset[str]:
+    try:
+        import gymnasium
+    except ImportError:
+        return frozenset()
+    return frozenset(gymnasium.registry)
+
+
+def load_env_class(path: str) -> type[BaseEnv]:
+    """Imports `package.module:ClassName` and checks that it is a `BaseEnv` subclass.
+
+    Raises:
+        UserError: module not found, class missing, or not a BaseEnv subclass. Errors raised while executing the
+            module itself propagate unchanged, with their traceback, since they are bugs in that module.
+    """
+    module_name, _, class_name = path.partition(":")
+    if not module_name or not class_name:
+        raise UserError(f"custom env '{path}' is not allowed; expected 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name != e.name and not module_name.startswith(e.name + "."):
+            raise UserError(f"custom env '{path}': importing module '{module_name}' failed: {e}") from e
+        raise UserError(f"custom env '{path}': module '{module_name}' not found") from e
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise UserError(f"custom env '{path}': module '{module_name}' has no attribute '{class_name}'")
+    if not (isinstance(cls, type) and issubclass(cls, BaseEnv)):
+        raise UserError(f"custom env '{path}': '{class_name}' is not a subclass of jaxrl_dist.envs.BaseEnv")
+    if inspect.isabstract(cls):
+        raise UserError(f"custom env '{path}': '{class_name}' does not implement reset() and step()")
+    return cls
+
+
+def _check_kwargs(cls: type[BaseEnv], kwargs: dict[str, Any], path: str) -> None:
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as e:
+        raise UserError(f"custom env '{path}': kwargs {sorted(kwargs)} do not fit its constructor: {e}") from None

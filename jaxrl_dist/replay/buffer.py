@@ -1,0 +1,128 @@
+"""A host replay buffer: numpy rings, one partition per actor, sampled without a lock over the data.
+
+Each actor is the only writer of its partition, so writes need no lock. A writer stores a batch of transitions in
+the slots after its `committed` counter and only then advances the counter (one Python assignment, atomic under the
+GIL). The sampler snapshots `committed`, samples sequence numbers that no write in flight can reach, gathers them,
+and re-reads `committed` afterwards: a sampled item whose slot a writer may have reached meanwhile is drawn again
+(an optimistic, seqlock-style check). No slot being overwritten is ever returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from jaxrl_dist.algos.base import Transition
+
+
+class Partition:
+    """One writer's ring of transitions.
+
+    Args:
+        example: a `Transition` of single items (no batch axis) giving the shapes and dtypes.
+        capacity: slots.
+        write_margin: the most transitions one `add` may write (slots in flight that samplers must avoid).
+    """
+
+    def __init__(self, example: Transition, capacity: int, write_margin: int) -> None:
+        self.capacity, self.margin = capacity, write_margin
+        self.data = Transition(*(np.zeros((capacity, *np.shape(x)), np.asarray(x).dtype) for x in example))
+        self.committed = 0  # sequence number of the next write; items [committed - capacity, committed) are stored
+
+    def add(self, batch: Transition) -> None:
+        """Stores a batch of `k <= write_margin` transitions (leading axis k). Called by the owning actor only."""
+        k = len(batch.reward)
+        if k > self.margin:
+            raise ValueError(f"add of {k} transitions exceeds the write margin {self.margin}")
+        start = self.committed % self.capacity
+        if start + k <= self.capacity:
+            for store, values in zip(self.data, batch):
+                store[start : start + k] = values
+        else:
+            slots = (start + np.arange(k)) % self.capacity
+            for store, values in zip(self.data, batch):
+                store[slots] = values
+        self.committed += k  # publish only after the data is written
+
+    def size(self) -> int:
+        """Items a sampler may draw now."""
+        return max(0, min(self.committed, self.capacity - 2 * self.margin))
+
+    def sample_into(self, seqs_out: np.ndarray, rng: np.random.Generator) -> None:
+        """Fills `seqs_out` with sequence numbers that are safe to read at the moment of the call."""
+        committed = self.committed
+        low = max(0, committed - self.capacity + 2 * self.margin)
+        seqs_out[:] = rng.integers(low, committed, size=seqs_out.shape)
+
+    def unsafe(self, seqs: np.ndarray) -> np.ndarray:
+        """Mask of sequence numbers whose slots a writer may have reached since they were sampled."""
+        return seqs < self.committed + self.margin - self.capacity
+
+
+class ReplayBuffer:
+    """Partitions of a replay buffer, sampled together in proportion to their sizes.
+
+    Args:
+        example: a `Transition` of single items giving the shapes and dtypes.
+        partitions: one per actor (one writer each).
+        capacity_per_partition: slots per partition.
+        write_margin: the most transitions one `add` writes.
+    """
+
+    def __init__(self, example: Transition, partitions: int, capacity_per_partition: int, write_margin: int) -> None:
+        self.partitions = [Partition(example, capacity_per_partition, write_margin) for _ in range(partitions)]
+
+    def size(self) -> int:
+        return sum(p.size() for p in self.partitions)
+
+    def sample(self, count: int, rng: np.random.Generator, max_tries: int = 100) -> Transition:
+        """Draws `count` transitions uniformly over the stored items of all partitions.
+
+        Returns:
+            A `Transition` of numpy arrays with leading axis `count`.
+        """
+        sizes = np.array([p.size() for p in self.partitions], np.float64)
+        if sizes.sum() <= 0:
+            raise RuntimeError("sample from an empty replay buffer")
+        if len(self.partitions) == 1:
+            which = np.zeros(count, np.int64)
+        else:
+            which = rng.choice(len(self.partitions), size=count, p=sizes / sizes.sum())
+        out = [np.empty((count, *f.shape[1:]), f.dtype) for f in self.partitions[0].data]
+        for index, part in enumerate(self.partitions):
+            rows = np.flatnonzero(which == index) if len(self.partitions) > 1 else np.arange(count)
+            if rows.size:
+                self._gather(part, rows, out, rng, max_tries)
+        return Transition(*out)
+
+    @staticmethod
+    def _gather(part: Partition, rows: np.ndarray, out: list[np.ndarray], rng: np.random.Generator, tries: int) -> None:
+        seqs = np.empty(rows.size, np.int64)
+        part.sample_into(seqs, rng)
+        todo_rows, todo_seqs = rows, seqs
+        for _ in range(tries):
+            slots = todo_seqs % part.capacity
+            for dst, src in zip(out, part.data):
+                dst[todo_rows] = src[slots]
+            bad = part.unsafe(todo_seqs)  # read after the gather: catches writes that overlapped it
+            if not bad.any():
+                return
+            todo_rows = todo_rows[bad]
+            todo_seqs = np.empty(todo_rows.size, np.int64)
+            part.sample_into(todo_seqs, rng)
+        raise RuntimeError("replay sampler kept racing the writers; raise replay.capacity")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The stored items of every partition (for checkpoints with `save_replay`)."""
+        return {
+            f"p{i}": {"committed": np.int64(p.committed), **{k: v for k, v in zip(Transition._fields, p.data)}}
+            for i, p in enumerate(self.partitions)
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, part in enumerate(self.partitions):
+            saved = state[f"p{i}"]
+            for name, store in zip(Transition._fields, part.data):
+                store[...] = saved[name]
+            part.committed = int(saved["committed"])

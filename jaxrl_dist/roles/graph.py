@@ -1,0 +1,156 @@
+"""Builds the data-flow graph of one run: envs, algorithm, replay, sampler, learner, actors, evaluator."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxrl_dist.algos import Algorithm, Transition, make_algorithm
+from jaxrl_dist.config import Config, Sizes, derive
+from jaxrl_dist.envs import EnvSpec, VecEnv, make_env
+from jaxrl_dist.errors import ConfigError
+from jaxrl_dist.replay import NStepWriter, ReplayBuffer
+from jaxrl_dist.replay.prefetch import Prefetcher
+from jaxrl_dist.roles.actor import Actor
+from jaxrl_dist.roles.evaluator import Evaluator
+from jaxrl_dist.roles.learner import Learner
+from jaxrl_dist.roles.lifetime import Lifetime, Timers
+from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation envs never share seeds with training envs
+
+
+def resolve_device(value: str, key: str) -> jax.Device:
+    """`auto`, `cpu`, `cpu:N`, `gpu:N` (any platform name) -> a local JAX device, or a ConfigError listing them."""
+    devices = jax.local_devices()
+    if value == "auto":
+        return devices[0]
+    platform, _, index = value.partition(":")
+    matching = [d for d in devices if d.platform == platform]
+    try:
+        return matching[int(index or 0)]
+    except (IndexError, ValueError):
+        names = ", ".join(f"{d.platform}:{i}" for i, d in enumerate(devices))
+        raise ConfigError(f"config key '{key}': device {value!r} is not present; allowed: auto, {names}") from None
+
+
+@dataclasses.dataclass
+class Counters:
+    """Where a run starts: zero for a new run, the checkpoint's counters on resume."""
+
+    env_steps: int = 0
+    updates: int = 0
+    replay_restored: bool = False
+
+
+@dataclasses.dataclass
+class Graph:
+    """The roles of one run, wired together (not yet started)."""
+
+    cfg: Config
+    sizes: Sizes
+    spec: EnvSpec
+    algo: Algorithm
+    replay: ReplayBuffer
+    store: ParamStore
+    limiter: RatioLimiter
+    prefetch: Prefetcher
+    learner: Learner
+    actors: list[Actor]
+    evaluator: Evaluator | None
+    sampler_rng: np.random.Generator
+    lifetime: Lifetime
+    timers: Timers
+
+    def close(self) -> None:
+        for actor in self.actors:
+            actor.env.close()
+        if self.evaluator is not None:
+            self.evaluator.env.close()
+
+
+def make_envs(cfg: Config, sizes: Sizes, count: int, num_envs: int, batch: int, seed: int) -> list[VecEnv]:
+    """`count` vectorized envs of `num_envs` each, with disjoint seeds."""
+    e = cfg.env
+    return [
+        make_env(
+            e.id,
+            num_envs=num_envs,
+            batch_size=batch,
+            num_threads=min(sizes.env_threads, num_envs),
+            seed=seed + i * num_envs,
+            max_episode_steps=e.max_episode_steps,
+            backend=e.backend,
+            kwargs=dict(e.kwargs),
+        )
+        for i in range(count)
+    ]
+
+
+def transition_example(spec: EnvSpec) -> Transition:
+    """One transition of zeros: the shapes and dtypes the replay stores."""
+    obs = np.zeros(spec.obs_shape, spec.obs_dtype)
+    action_dtype = np.int32 if spec.action_kind == "discrete" else np.float32
+    return Transition(obs, np.zeros(spec.action_shape, action_dtype), np.float32(0), np.float32(0), obs)
+
+
+def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Counters | None = None) -> Graph:
+    """Wires a run's roles. `state` / `keys` / `counters` come from a checkpoint on resume (else fresh)."""
+    sizes = derive(cfg)
+    counters = counters or Counters()
+    serial = cfg.roles.mode == "serial"
+    actor_device = resolve_device(cfg.roles.actor.device, "roles.actor.device")
+    learner_device = resolve_device(cfg.roles.learner.device, "roles.learner.device")
+    n_actors = 1 if serial else cfg.roles.actor.count
+    seed = cfg.train.seed
+    # A resumed run reseeds its envs (their state is not in the checkpoint) so it does not replay old episodes.
+    env_seed = seed * 10_007 + counters.env_steps
+    envs = make_envs(cfg, sizes, n_actors, cfg.env.num_envs, sizes.env_batch, env_seed)
+    spec = envs[0].spec
+    if cfg.network.torso == "nature_cnn" and len(spec.obs_shape) != 3:
+        raise ConfigError(
+            f"config key 'network.torso': nature_cnn needs [C, H, W] frames but env {cfg.env.id} has observations "
+            f"of shape {spec.obs_shape}; allowed for it: mlp"
+        )
+    algo = make_algorithm(spec, cfg)
+    root = jax.random.PRNGKey(seed)
+    if state is None:
+        state = jax.jit(algo.init)(jax.random.fold_in(root, 0))
+    state = jax.device_put(state, learner_device)
+    if keys is None:
+        keys = jax.random.split(jax.random.fold_in(root, 1), n_actors)
+
+    replay = ReplayBuffer(transition_example(spec), n_actors, sizes.capacity_per_actor, sizes.write_margin)
+    store = ParamStore(algo.actor_params(state), counters.updates)
+    start = counters.env_steps + (0 if counters.replay_restored else cfg.train.learning_starts)
+    limiter = RatioLimiter(cfg.train.replay_ratio, start, sizes.ratio_slack, counters.env_steps, counters.updates)
+    lifetime, timers = Lifetime(), Timers()
+    sampler_rng = np.random.default_rng([seed, 2])
+    k, batch = sizes.updates_per_call, cfg.replay.batch_size
+
+    def sample() -> Transition:
+        flat = replay.sample(k * batch, sampler_rng)
+        return Transition(*(x.reshape(k, batch, *x.shape[1:]) for x in flat))
+
+    prefetch = Prefetcher(
+        sample, lambda: replay.size() >= batch, learner_device, cfg.replay.prefetch, lifetime, timers
+    )
+    learner = Learner(algo, state, k, store, limiter)
+    gamma, n = cfg.algo.gamma, cfg.algo.n_step
+    actors = []
+    for i, env in enumerate(envs):
+        action_dtype = np.int32 if spec.action_kind == "discrete" else np.float32
+        writer = NStepWriter(env.num_envs, n, gamma, spec.obs_shape, spec.obs_dtype, spec.action_shape, action_dtype)
+        actors.append(
+            Actor(i, env, algo, writer, replay.partitions[i], store, limiter, keys[i], actor_device,
+                  cfg.train.max_staleness, deterministic=serial)
+        )
+    evaluator = None
+    if cfg.eval.interval > 0:
+        eval_env = make_envs(cfg, sizes, 1, sizes.eval_envs, sizes.eval_envs, seed * 10_007 + EVAL_SEED_OFFSET)[0]
+        evaluator = Evaluator(eval_env, algo, actor_device)
+    return Graph(cfg, sizes, spec, algo, replay, store, limiter, prefetch, learner, actors, evaluator,
+                 sampler_rng, lifetime, timers)

@@ -1,0 +1,68 @@
+"""The learner role: fused jitted updates over prefetched batches, publishing parameters after each call."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_dist.algos.base import Algorithm
+from jaxrl_dist.replay.prefetch import Prefetcher
+from jaxrl_dist.roles.lifetime import Lifetime, Timers
+from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
+
+
+def fuse_updates(update: Any) -> Any:
+    """`(state, batches [K, B, ...]) -> (state, mean metrics)`: K updates in one `lax.scan`, one dispatch."""
+
+    def many(state: Any, batches: Any) -> tuple[Any, dict[str, jax.Array]]:
+        state, metrics = jax.lax.scan(update, state, batches)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return many
+
+
+class Learner:
+    """Owns the learner state. `state` is swapped whole after each call, so other threads read a consistent one.
+
+    Args:
+        algo: the algorithm's pure functions.
+        state: the initial (or restored) learner state, on the learner device.
+        updates_per_call: K, the updates fused into one call.
+        store: where parameters are published for actors and the evaluator.
+        limiter: the replay-ratio limiter.
+    """
+
+    def __init__(self, algo: Algorithm, state: Any, updates_per_call: int, store: ParamStore, limiter: RatioLimiter):
+        self.algo, self.state, self.k = algo, state, updates_per_call
+        self.store, self.limiter = store, limiter
+        self._update = jax.jit(fuse_updates(algo.update))
+        self.metrics: dict[str, jax.Array] = {}  # device scalars of the last call; read only when logging
+        self.snapshot = (state, limiter.updates)  # (state, updates done), swapped as one tuple for other threads
+
+    def train_call(self, batches: Any, timers: Timers) -> None:
+        """K updates on `batches` (`[K, B, ...]` on the learner device), then publish."""
+        with timers.span("learner/update"):
+            self.state, self.metrics = self._update(self.state, batches)
+        self.limiter.add_updates(self.k)
+        self.snapshot = (self.state, self.limiter.updates)
+        with timers.span("learner/publish"):
+            self.store.publish(self.algo.actor_params(self.state), self.limiter.updates)
+
+    def run(self, lifetime: Lifetime, timers: Timers, prefetch: Prefetcher) -> None:
+        """The learner thread's loop: trains while the ratio allows, until the actors finished and it caught up."""
+        stop, limiter, k = lifetime.stop_event, self.limiter, self.k
+        while not stop.is_set():
+            if not limiter.learner_may_run(k):
+                if limiter.finished:
+                    return  # the actors are done and every update the ratio allows has run
+                limiter.wait(lambda: limiter.learner_may_run(k) or limiter.finished or stop.is_set(), timeout=0.1)
+                continue
+            try:
+                with timers.span("learner/batch_wait"):
+                    batches = prefetch.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.train_call(batches, timers)

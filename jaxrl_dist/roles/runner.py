@@ -1,0 +1,270 @@
+"""Drives a run: starts the roles (threads, or one serial loop), evaluates, logs, checkpoints, and shuts down."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrl_dist.config import Config, to_dict
+from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
+from jaxrl_dist.roles.graph import Counters, Graph, build_graph
+
+JOIN_TIMEOUT_S = 10.0
+
+
+@dataclasses.dataclass
+class RunResult:
+    """How a run ended."""
+
+    env_steps: int
+    updates: int
+    wall_s: float
+    reason: str  # "done" | "solved" | "interrupted"
+    best_eval: float | None
+    signal: int = 0
+
+
+class Driver:
+    """The main thread of a run: owns metrics, checkpoints, evaluation and the progress display.
+
+    Args:
+        graph: the wired roles.
+        exp_dir: the experiment directory.
+        start_time: process start (`time.time()`), the origin of `wall_s`.
+    """
+
+    def __init__(self, graph: Graph, exp_dir: Path, start_time: float, checkpointer: Checkpointer) -> None:
+        cfg = graph.cfg
+        self.g, self.cfg, self.exp_dir, self.start_time = graph, cfg, exp_dir, start_time
+        self.ckpt = checkpointer
+        self.metrics = MetricsWriter(exp_dir, tensorboard=cfg.log.tensorboard, start_time=start_time)
+        steps = graph.limiter.env_steps
+        self.next_eval = _next_multiple(steps + 1, cfg.eval.interval)
+        self.next_ckpt = _next_multiple(steps + 1, cfg.checkpoint.interval)
+        self.last_log = time.monotonic()
+        self.last_log_steps, self.last_log_updates = steps, graph.limiter.updates
+        self.best_eval: float | None = None
+        self.solved = False
+        self.signal = 0
+        self.returns: list[np.ndarray] = []
+        self.lengths: list[np.ndarray] = []
+        self.last_return: float | None = None
+
+    # ------------------------------------------------------------------------------------------------ entry
+
+    def run(self) -> RunResult:
+        cfg, g = self.cfg, self.g
+        quiet = cfg.log.quiet
+        with Progress(cfg.train.total_env_steps, quiet=quiet, print_every_s=10.0) as self.progress:
+            with _signals(self._on_signal):
+                try:
+                    if cfg.roles.mode == "serial":
+                        self._run_serial()
+                    else:
+                        self._run_async()
+                finally:
+                    stuck = g.lifetime.stop(JOIN_TIMEOUT_S)
+                    if stuck:
+                        self.progress.log(f"warning: roles still running after {JOIN_TIMEOUT_S:.0f} s: {stuck}")
+            g.lifetime.check()
+            self._finish()
+        reason = "interrupted" if self.signal else ("solved" if self.solved else "done")
+        return RunResult(g.limiter.env_steps, g.limiter.updates, time.time() - self.start_time, reason,
+                         self.best_eval, self.signal)
+
+    def _on_signal(self, signum: int) -> None:
+        self.signal = signum
+        self.g.lifetime.stop_event.set()
+
+    # ------------------------------------------------------------------------------------------------ loops
+
+    def _run_serial(self) -> None:
+        """One thread, deterministic: an env round, then every update the ratio allows, then the driver's duties."""
+        g, stop = self.g, self.g.lifetime.stop_event
+        actor, learner, limiter, k = g.actors[0], g.learner, g.limiter, g.sizes.updates_per_call
+        actor.start()
+        while not stop.is_set() and limiter.env_steps < self.cfg.train.total_env_steps:
+            actor.refresh_params()
+            actor.step(g.timers)
+            while limiter.learner_may_run(k) and g.replay.size() >= self.cfg.replay.batch_size:
+                learner.train_call(g.prefetch.produce(), g.timers)
+            self._tick()
+        limiter.finished = True
+        while not stop.is_set() and limiter.learner_may_run(k):
+            learner.train_call(g.prefetch.produce(), g.timers)
+
+    def _run_async(self) -> None:
+        """Role threads; this thread watches them and does evaluation, logging and checkpoints."""
+        g, cfg = self.g, self.cfg
+        life, total = g.lifetime, cfg.train.total_env_steps
+        life.spawn("sampler", g.prefetch.run)
+        learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch))
+        actors = [life.spawn(f"actor{a.index}", _bind(a.run, life, g.timers, total)) for a in g.actors]
+        while not life.stop_event.wait(0.02):
+            if not g.limiter.finished and not any(t.is_alive() for t in actors):
+                g.limiter.finished = True  # the env-step budget is spent: release the learner to catch up
+                g.limiter.notify()
+            self._tick()
+            if g.limiter.finished and not learner.is_alive():
+                break
+
+    # ------------------------------------------------------------------------------------------------ duties
+
+    def _tick(self) -> None:
+        """Evaluation, checkpoint and metrics when they are due; progress every call."""
+        g, cfg = self.g, self.cfg
+        steps = g.limiter.env_steps
+        for actor in g.actors:
+            returns, lengths = actor.drain_episodes()
+            if len(returns):
+                self.returns.append(returns)
+                self.lengths.append(lengths)
+                self.last_return = float(returns[-1])
+        record: dict[str, Any] = {}
+        if g.evaluator is not None and steps >= self.next_eval:
+            self.next_eval = _next_multiple(steps + 1, cfg.eval.interval)
+            record.update(self._evaluate())
+        if cfg.checkpoint.interval and steps >= self.next_ckpt:
+            self.next_ckpt = _next_multiple(steps + 1, cfg.checkpoint.interval)
+            self.save()
+        now = time.monotonic()
+        if record or now - self.last_log >= cfg.log.interval_s:
+            self._log(steps, now, record)
+        self.progress.update(steps, ret=self.last_return)
+
+    def _evaluate(self) -> dict[str, float]:
+        params, _ = self.g.store.latest()
+        with self.g.timers.span("eval/run"):
+            stats = self.g.evaluator.run(params)
+        mean = stats["eval/episode_return"]
+        if self.best_eval is None or mean > self.best_eval:
+            self.best_eval = mean
+        target = self.cfg.eval.target_return
+        if target is not None and mean >= target:
+            self.solved = True
+            self.progress.log(f"solved: eval return {mean:.1f} >= {target:g} at {self.g.limiter.env_steps} env steps")
+            self.g.lifetime.stop_event.set()
+        return stats
+
+    def _log(self, steps: int, now: float, record: dict[str, Any]) -> None:
+        g = self.g
+        dt = max(now - self.last_log, 1e-9)
+        updates = g.limiter.updates
+        sps = (steps - self.last_log_steps) / dt
+        ups = (updates - self.last_log_updates) / dt
+        record.update({"updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
+                       "replay/size": g.replay.size(), "replay/prefetch_depth": g.prefetch.depth(),
+                       "params/version": g.store.version})
+        if self.returns:
+            returns, lengths = np.concatenate(self.returns), np.concatenate(self.lengths)
+            record.update({"train/episode_return": float(returns.mean()),
+                           "train/episode_length": float(lengths.mean()), "train/episodes": int(len(returns))})
+            self.returns, self.lengths = [], []
+        record.update({f"train/{k}": float(v) for k, v in jax.device_get(g.learner.metrics).items()})
+        record.update(g.timers.snapshot())
+        self.metrics.write(steps, record)
+        self.progress.update(steps, sps=sps, ups=ups, ret=self.last_return)
+        self.last_log, self.last_log_steps, self.last_log_updates = now, steps, updates
+
+    def save(self) -> None:
+        """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count)."""
+        g = self.g
+        state, updates = g.learner.snapshot
+        steps = g.limiter.env_steps
+        tree = {"learner": state, "actor_keys": jnp.stack([a.key for a in g.actors])}
+        meta = {
+            "config": to_dict(self.cfg),
+            "env_spec": g.spec.to_dict(),
+            "algo": self.cfg.algo.name,
+            "counters": {"env_steps": steps, "updates": updates},
+            "sampler_rng": g.sampler_rng.bit_generator.state,
+            "best_eval": self.best_eval,
+        }
+        extra = g.replay.state_dict() if self.cfg.checkpoint.save_replay else None
+        with g.timers.span("checkpoint/save"):
+            self.ckpt.save(steps, jax.device_get(tree), meta, extra)
+
+    def _finish(self) -> None:
+        """Final evaluation (unless the last one is current), final checkpoint, last metrics line."""
+        g, steps = self.g, self.g.limiter.env_steps
+        record: dict[str, Any] = {}
+        if g.evaluator is not None and not self.solved and not self.signal:
+            record.update(self._evaluate())
+        self.save()
+        self._log(steps, time.monotonic(), record)
+        self.metrics.close()
+
+
+def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[str, Any]:
+    """Loads a checkpoint into a freshly built graph (same config); returns its meta."""
+    g = graph
+    target = {"learner": g.learner.state, "actor_keys": jnp.stack([a.key for a in g.actors])}
+    tree, meta, extra = ckpt.restore(step, target=jax.device_get(target))
+    state = jax.device_put(tree["learner"], jax.tree.leaves(g.learner.state)[0].device)
+    updates = int(meta["counters"]["updates"])
+    g.learner.state, g.learner.snapshot = state, (state, updates)
+    g.store.publish(g.algo.actor_params(state), updates)
+    for actor, key in zip(g.actors, tree["actor_keys"]):
+        actor.key = jax.device_put(key, actor.device)
+    g.sampler_rng.bit_generator.state = meta["sampler_rng"]
+    if extra is not None:
+        g.replay.load_state_dict(extra)
+    return meta
+
+
+def read_counters(ckpt: Checkpointer, save_replay: bool) -> Counters:
+    meta = ckpt.read_meta()
+    c = meta["counters"]
+    return Counters(int(c["env_steps"]), int(c["updates"]), replay_restored=save_replay)
+
+
+def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float) -> RunResult:
+    """Builds the graph (restoring the latest checkpoint on resume) and runs it to the end."""
+    ckpt = Checkpointer(exp_dir / "checkpoints", keep=cfg.checkpoint.keep)
+    graph = None
+    try:
+        counters = read_counters(ckpt, cfg.checkpoint.save_replay) if resume else Counters()
+        graph = build_graph(cfg, counters=counters)
+        if resume:
+            restore(graph, ckpt)
+        return Driver(graph, exp_dir, start_time, ckpt).run()
+    finally:
+        if graph is not None:
+            graph.close()
+        ckpt.close()
+
+
+def _next_multiple(steps: int, interval: int) -> int:
+    """The first multiple of `interval` at or above `steps` (never, for interval 0)."""
+    if interval <= 0:
+        return 1 << 62
+    return -(-steps // interval) * interval
+
+
+def _bind(fn: Any, *args: Any) -> Any:
+    return lambda: fn(*args)
+
+
+class _signals:
+    """Routes SIGINT and SIGTERM to a callback while active (main thread only), then restores the old handlers."""
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, lambda signum, frame: self.callback(signum))
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,93 @@
+"""What the roles share: version-stamped parameters and the replay-ratio limiter."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class ParamStore:
+    """The newest actor parameters and their version (learner updates done when they were published).
+
+    The learner publishes after each call; actors read `version` every step (an attribute read, no lock) and take
+    the newest parameters when it moved. An actor whose parameters lag the learner by more than `max_staleness`
+    updates waits in `wait_newer` until fresher ones are published.
+    """
+
+    def __init__(self, params: Any, version: int) -> None:
+        self._latest = (params, version)
+        self._cond = threading.Condition()
+
+    @property
+    def version(self) -> int:
+        return self._latest[1]
+
+    def publish(self, params: Any, version: int) -> None:
+        with self._cond:
+            # One tuple store keeps params and version consistent for lock-free readers of `latest()`.
+            self._latest = (params, version)
+            self._cond.notify_all()
+
+    def latest(self) -> tuple[Any, int]:
+        return self._latest
+
+    def wait_newer(self, min_version: int, timeout: float) -> bool:
+        """Waits until `version >= min_version`; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.version >= min_version, timeout=timeout)
+
+
+class RatioLimiter:
+    """Holds learner updates per env step at `ratio`, in both directions.
+
+    The learner may run `k` more updates once `updates + k <= base_updates + ratio * (env_steps - start)`, where
+    `start` is the env step at which learning may begin. Actors pause while `env_steps` runs more than `slack`
+    steps ahead of what the learner's updates account for. After the last env step the learner is released to
+    finish its remaining updates.
+
+    Args:
+        ratio: updates per env step.
+        start: env steps before the first update (learning_starts, counted from a resume point).
+        slack: env steps actors may run ahead.
+        env_steps, updates: the counters at the start (non-zero when resuming).
+    """
+
+    def __init__(self, ratio: float, start: int, slack: int, env_steps: int = 0, updates: int = 0) -> None:
+        self.ratio, self.start, self.slack = ratio, start, slack
+        self.base_steps, self.base_updates = env_steps, updates
+        self.actor_steps: dict[int, int] = {}
+        self.updates = updates
+        self.finished = False  # set when the actors reached the env-step budget
+        self._cond = threading.Condition()
+
+    @property
+    def env_steps(self) -> int:
+        return self.base_steps + sum(self.actor_steps.values())
+
+    def allowed_updates(self) -> int:
+        """Updates the ratio allows at the current env-step count."""
+        return self.base_updates + int(self.ratio * max(0, self.env_steps - self.start))
+
+    def add_env_steps(self, actor: int, steps: int) -> None:
+        self.actor_steps[actor] = self.actor_steps.get(actor, 0) + steps  # one writer per key
+
+    def learner_may_run(self, k: int) -> bool:
+        return self.updates + k <= self.allowed_updates() or self.finished
+
+    def actor_may_run(self) -> bool:
+        ahead = self.env_steps - self.start - (self.updates - self.base_updates) / self.ratio
+        return ahead <= self.slack or self.finished
+
+    def add_updates(self, k: int) -> None:
+        with self._cond:
+            self.updates += k
+            self._cond.notify_all()
+
+    def wait(self, predicate: Any, timeout: float) -> bool:
+        """Waits until `predicate()` holds or `timeout` passes; returns the predicate."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout=timeout)
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()

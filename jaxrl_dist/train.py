@@ -1,0 +1,95 @@
+"""`python -m jaxrl_dist.train --config FILE [--exp-name NAME] [--set key=value ...] [--resume] [--seed N]`."""
+
+from __future__ import annotations
+
+import time
+
+START_TIME = time.time()  # process start as seen by this module: the origin of every `wall_s`
+
+import argparse  # noqa: E402 - after START_TIME on purpose
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jaxrl_dist.train", description="Train an RL agent from a config.")
+    p.add_argument("--config", required=True, help="YAML or Python config file (see configs/)")
+    p.add_argument("--exp-name", help="experiment directory under log.root (default: the config's file name)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set algo.lr=3e-4 (repeatable)")
+    p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
+    p.add_argument("--resume", action="store_true", help="continue the experiment from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing experiment directory")
+    p.add_argument("--quiet", action="store_true", help="plain progress lines (CI, Slurm logs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Heavy imports after argument parsing, so `--help` and config errors answer at once.
+    from jaxrl_dist.config import load_config, to_dict
+    from jaxrl_dist.errors import RoleError, UserError
+    from jaxrl_dist.io import prepare_experiment_dir, resolve_experiment_dir, write_config_snapshot
+
+    overrides = list(args.overrides) + (["log.quiet=true"] if args.quiet else [])
+    try:
+        cfg = load_config(args.config, overrides, seed=args.seed)
+        name = args.exp_name or Path(args.config).stem
+        exp_dir = resolve_experiment_dir(cfg.log.root, name)
+        if args.resume:
+            _check_resume_config(exp_dir, cfg, args.config)
+        exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+    from jaxrl_dist.roles import train
+
+    if not args.resume:
+        write_config_snapshot(exp_dir, to_dict(cfg))
+    print(f"experiment: {exp_dir}", flush=True)
+    try:
+        result = train(cfg, exp_dir, resume=args.resume, start_time=START_TIME)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except RoleError as e:
+        print(f"error: role '{e.role}' failed; the run was stopped:\n{e.tb}", file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - a crash of the driver itself: traceback, non-zero exit
+        traceback.print_exc()
+        return 1
+    best = f", best eval return {result.best_eval:.1f}" if result.best_eval is not None else ""
+    print(f"{result.reason}: {result.env_steps} env steps, {result.updates} updates in {result.wall_s:.1f} s{best}",
+          flush=True)
+    if result.signal:
+        print(f"checkpoint saved; continue with: python -m jaxrl_dist.train --config {args.config} "
+              f"--exp-name {exp_dir.name} --resume", flush=True)
+        return 128 + result.signal
+    return 0
+
+
+def _check_resume_config(exp_dir: Path, cfg: object, source: str) -> None:
+    """A resumed run must use the config it was started with (overrides that change it are refused)."""
+    import yaml
+
+    from jaxrl_dist.config import to_dict
+    from jaxrl_dist.errors import ConfigError
+
+    snapshot = exp_dir / "config.yaml"
+    if not snapshot.is_file():
+        return  # prepare_experiment_dir reports a missing experiment
+    saved = yaml.safe_load(snapshot.read_text())
+    now = to_dict(cfg)
+    changed = [f"{s}.{k}" for s in now for k in now[s] if saved.get(s, {}).get(k) != now[s][k]
+               and (s, k) not in {("train", "total_env_steps"), ("log", "quiet")}]
+    if changed:
+        raise ConfigError(
+            f"{source}: --resume with a config that differs from {snapshot} in {', '.join(changed)}; "
+            f"allowed to change on resume: train.total_env_steps, log.quiet"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,353 @@
+"""Tests of jaxrl_dist.envs: EnvPool adapter, custom and gymnasium backends, episode stats, specs, errors."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jaxrl_dist.envs import BaseEnv, Box, Discrete, EnvSpec, EpisodeStats, StepBatch, VecEnv, make_env
+from jaxrl_dist.envs.serial import SerialVecEnv
+from jaxrl_dist.envs.vector import resolve_backend
+from jaxrl_dist.errors import UserError
+
+# gymnasium warns about float64 bounds of EnvPool's spaces; irrelevant here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+FAKE = "jaxrl_dist.envs.fake"
+
+
+def run(env: VecEnv, num_recvs: int, seed: int = 0) -> list[StepBatch]:
+    """Resets `env`, then recv/send random valid actions `num_recvs` times; returns every batch."""
+    rng = np.random.default_rng(seed)
+    spec = env.spec
+    env.reset()
+    batches = []
+    for _ in range(num_recvs):
+        batch = env.recv(timeout=5.0)
+        batches.append(batch)
+        b = len(batch.env_ids)
+        if spec.action_kind == "discrete":
+            actions = rng.integers(spec.num_actions, size=b)
+        else:
+            low, high = np.array(spec.action_low), np.array(spec.action_high)
+            actions = rng.uniform(low, high, (b, *spec.action_shape)).astype(np.float32)
+        env.send(actions, batch.env_ids)
+    return batches
+
+
+def per_env_rows(batches: list[StepBatch]) -> dict[int, list[dict[str, Any]]]:
+    """The batches regrouped as each env's sequence of rows (the straightforward per-env view)."""
+    rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for batch in batches:
+        for k, i in enumerate(batch.env_ids.tolist()):
+            rows[i].append({f: getattr(batch, f)[k] for f in ("reward", "terminated", "truncated", "first")})
+    return rows
+
+
+def check_semantics(env: VecEnv, batches: list[StepBatch], max_steps: int = 0) -> dict[int, list[int]]:
+    """Asserts the StepBatch contract shared by all backends; returns each env's completed episode lengths."""
+    spec = env.spec
+    b = env.batch_size
+    for batch in batches:
+        assert batch.env_ids.dtype == np.int32 and batch.env_ids.shape == (b,)
+        assert len(set(batch.env_ids.tolist())) == b
+        assert batch.obs.shape == (b, *spec.obs_shape) and batch.obs.dtype == np.dtype(spec.obs_dtype)
+        assert batch.reward.dtype == np.float32
+        for flags in (batch.terminated, batch.truncated, batch.first):
+            assert flags.dtype == np.bool_ and flags.shape == (b,)
+        assert not np.any(batch.terminated & batch.truncated)
+    lengths: dict[int, list[int]] = {}
+    for i, rows in per_env_rows(batches).items():
+        assert rows[0]["first"], f"env {i} did not start with a first row"
+        lengths[i] = []
+        steps = 0
+        for prev, row in zip(rows, rows[1:]):
+            ended = prev["terminated"] or prev["truncated"]
+            assert row["first"] == ended, f"env {i}: first must follow exactly the end of an episode"
+            steps = 0 if row["first"] else steps + 1
+            if row["first"]:
+                assert row["reward"] == 0 and not row["terminated"] and not row["truncated"]
+            if max_steps:
+                assert steps <= max_steps
+                assert row["truncated"] == (steps == max_steps and not row["terminated"])
+            if row["terminated"] or row["truncated"]:
+                lengths[i].append(steps)
+    return lengths
+
+
+# ---------------------------------------------------------------------------------------------------- envpool
+
+
+def test_envpool_cartpole_async_batches_and_time_limit() -> None:
+    env = make_env("CartPole-v1", num_envs=4, batch_size=2, num_threads=2, max_episode_steps=5)
+    batches = run(env, 40)
+    env.close()
+    assert env.spec.max_episode_steps == 5 and env.spec.num_actions == 2
+    first_two = np.concatenate([batches[0].env_ids, batches[1].env_ids])
+    assert sorted(first_two.tolist()) == [0, 1, 2, 3]
+    assert batches[0].first.all() and batches[1].first.all()
+    lengths = check_semantics(env, batches, max_steps=5)
+    assert any(5 in ls for ls in lengths.values())  # truncated at step 5, then first=True next
+
+
+def test_envpool_sync_mode_returns_every_env() -> None:
+    env = make_env("CartPole-v1", num_envs=3, num_threads=1, max_episode_steps=4)
+    batches = run(env, 12)
+    env.close()
+    assert all(sorted(b.env_ids.tolist()) == [0, 1, 2] for b in batches)
+    check_semantics(env, batches, max_steps=4)
+
+
+@pytest.mark.parametrize("num_envs,batch_size", [(4, 2), (3, 3)])
+def test_envpool_time_limit_applied_where_envpool_ignores_it(num_envs: int, batch_size: int) -> None:
+    # Catch-v0 ignores max_episode_steps inside EnvPool (its episodes last 9 steps); the adapter enforces 3, also in
+    # sync mode, where its own resets must not collide with the steps of the same round.
+    env = make_env("Catch-v0", num_envs=num_envs, batch_size=batch_size, num_threads=1, max_episode_steps=3)
+    batches = run(env, 30)
+    env.close()
+    lengths = check_semantics(env, batches, max_steps=3)
+    assert all(ls and set(ls) == {3} for ls in lengths.values())
+
+
+def test_envpool_batches_are_not_reused_and_actions_are_copied() -> None:
+    def trajectory(mutate: bool) -> tuple[list[StepBatch], list[np.ndarray]]:
+        env = make_env("CartPole-v1", num_envs=64, num_threads=1, seed=3)
+        env.reset()
+        held, copies = [], []
+        for t in range(30):
+            batch = env.recv()
+            held.append(batch)
+            copies.append(batch.obs.copy())
+            actions = np.full(64, t % 2, np.int32)  # already EnvPool's dtype: no implicit copy
+            env.send(actions, batch.env_ids)
+            if mutate:  # EnvPool reads actions after send returns; the adapter must have sent its own copy.
+                actions[:] = 1 - t % 2
+        env.close()
+        return held, copies
+
+    held, copies = trajectory(mutate=False)
+    assert all(np.array_equal(b.obs, c) for b, c in zip(held, copies))
+    mutated, _ = trajectory(mutate=True)
+    assert all(np.array_equal(a.obs, b.obs) for a, b in zip(held, mutated))
+
+
+def test_mujoco_float32_actions_reach_envpool_as_float64() -> None:
+    env = make_env("HalfCheetah-v4", num_envs=2, num_threads=1)
+    assert env.spec.action_kind == "continuous" and env.spec.action_shape == (6,)
+    assert env.spec.action_low == (-1.0,) * 6 and env.spec.action_high == (1.0,) * 6
+    assert env.spec.obs_shape == (17,) and env.spec.obs_dtype == "float32"
+    batches = run(env, 4)
+    env.close()
+    check_semantics(env, batches)
+    assert np.all(batches[-1].reward != 0)
+
+
+def test_atari_pong_obs_uint8() -> None:
+    env = make_env("Pong-v5", num_envs=2, num_threads=1)
+    assert env.spec.obs_shape == (4, 84, 84) and env.spec.obs_dtype == "uint8" and env.spec.num_actions == 6
+    batches = run(env, 3)
+    env.close()
+    assert batches[-1].obs.shape == (2, 4, 84, 84) and batches[-1].obs.dtype == np.uint8
+
+
+# ---------------------------------------------------------------------------------------------------- episode stats
+
+
+def test_episode_stats_match_per_env_reference_across_async_batches() -> None:
+    env = make_env("CartPole-v1", num_envs=6, batch_size=4, num_threads=2, max_episode_steps=12)
+    batches = run(env, 150)
+    env.close()
+    stats = EpisodeStats(6)
+    got_returns, got_lengths = [], []
+    for batch in batches:
+        returns, lengths = stats.update(batch)
+        assert returns.dtype == np.float32 and lengths.dtype == np.int32
+        got_returns += returns.tolist()
+        got_lengths += lengths.tolist()
+    # Reference: walk each env's rows in order; the two must agree as multisets (batch order interleaves envs).
+    ref_returns, ref_lengths = [], []
+    for rows in per_env_rows(batches).values():
+        ret, length = 0.0, 0
+        for row in rows:
+            if row["first"]:
+                ret, length = 0.0, 0
+                continue
+            ret, length = ret + float(row["reward"]), length + 1
+            if row["terminated"] or row["truncated"]:
+                ref_returns.append(ret)
+                ref_lengths.append(length)
+    assert len(got_lengths) > 20
+    assert sorted(got_lengths) == sorted(ref_lengths)
+    assert sorted(got_returns) == pytest.approx(sorted(ref_returns))
+    assert got_returns == pytest.approx(got_lengths)  # CartPole: reward 1 per step
+
+
+# ---------------------------------------------------------------------------------------------------- custom backend
+
+
+def test_countdown_terminates_with_reward_on_last_step() -> None:
+    env = make_env(f"{FAKE}:CountdownEnv", num_envs=3, batch_size=2, kwargs={"length": 3})
+    assert resolve_backend(f"{FAKE}:CountdownEnv") == "custom"
+    batches = run(env, 30)
+    lengths = check_semantics(env, batches)
+    assert all(ls and set(ls) == {3} for ls in lengths.values())
+    for rows in per_env_rows(batches).values():
+        for row in rows:
+            assert row["reward"] == float(row["terminated"]) and not row["truncated"]
+    stats = EpisodeStats(3)
+    ended = [stats.update(b) for b in batches]
+    assert {float(r) for rs, _ in ended for r in rs} == {1.0}
+    # obs is one-hot over steps remaining: 3 right after reset, 0 in the terminal observation.
+    for batch in batches:
+        remaining = batch.obs.argmax(axis=1)
+        assert np.all(remaining[batch.first] == 3) and np.all(remaining[batch.terminated] == 0)
+
+
+def test_constant_reward_truncates_at_horizon_and_override() -> None:
+    env = make_env(f"{FAKE}:ConstantRewardEnv", num_envs=2, kwargs={"horizon": 4, "obs_dim": 3})
+    assert env.spec.max_episode_steps == 4 and env.spec.obs_shape == (3,)
+    batches = run(env, 12)
+    lengths = check_semantics(env, batches, max_steps=4)
+    assert all(set(ls) == {4} for ls in lengths.values())
+    assert not any(b.terminated.any() for b in batches)
+    short = make_env(f"{FAKE}:ConstantRewardEnv", num_envs=2, max_episode_steps=2, kwargs={"horizon": 4})
+    assert set(check_semantics(short, run(short, 9), max_steps=2)[0]) == {2}
+
+
+def test_continuous_target_reward_and_bounds() -> None:
+    env = make_env(f"{FAKE}:ContinuousTargetEnv", num_envs=2, kwargs={"target": 0.5, "length": 3})
+    assert env.spec.action_kind == "continuous" and env.spec.action_shape == (1,)
+    assert env.spec.action_low == (-2.0,) and env.spec.action_high == (2.0,)
+    env.reset()
+    batch = env.recv()
+    env.send(np.array([[0.5], [1.5]], np.float32), batch.env_ids)
+    batch = env.recv()
+    assert batch.reward[batch.env_ids == 0][0] == 0.0 and batch.reward[batch.env_ids == 1][0] == pytest.approx(-1.0)
+    lengths = check_semantics(env, run(env, 12))
+    assert all(set(ls) == {3} for ls in lengths.values())
+
+
+def test_custom_async_batches_are_round_robin_and_deterministic() -> None:
+    env = make_env(f"{FAKE}:CountdownEnv", num_envs=4, batch_size=2)
+    env.reset()
+    assert env.recv().env_ids.tolist() == [0, 1]
+    assert env.recv().env_ids.tolist() == [2, 3]
+    env.send(np.zeros(2, np.int64), np.array([3, 2], np.int32))
+    env.send(np.zeros(2, np.int64), np.array([0, 1], np.int32))
+    assert env.recv().env_ids.tolist() == [3, 2]  # least recently sent first
+    with pytest.raises(ValueError, match="sent again"):
+        env.send(np.zeros(1, np.int64), np.array([0], np.int32))
+    assert env.recv().env_ids.tolist() == [0, 1]
+    with pytest.raises(TimeoutError, match="batch_size=2"):
+        env.recv(timeout=0.01)
+    one, two = run(env, 20), run(make_env(f"{FAKE}:CountdownEnv", num_envs=4, batch_size=2), 20)
+    assert all(np.array_equal(a.obs, b.obs) and np.array_equal(a.env_ids, b.env_ids) for a, b in zip(one, two))
+
+
+class SeedRecorder(BaseEnv):
+    """Records the seed of every reset; episodes last 2 steps."""
+
+    observation_space = Box(0.0, 1.0, shape=(1,))
+    action_space = Discrete(2)
+
+    def __init__(self) -> None:
+        self.seeds: list[int | None] = []
+        self.t = 0
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self.seeds.append(seed)
+        self.t = 0
+        return np.zeros(1, np.float32)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
+        self.t += 1
+        return np.zeros(1, np.float32), 0.0, self.t >= 2, False
+
+
+def test_custom_seeds_first_reset_only() -> None:
+    recorders = [SeedRecorder() for _ in range(3)]
+    run(SerialVecEnv(recorders, batch_size=3, seed=10), 7)  # three episodes each: reset, step, step (terminal)
+    assert [e.seeds for e in recorders] == [[10 + i, None, None] for i in range(3)]
+
+
+# ---------------------------------------------------------------------------------------------------- gymnasium backend
+
+
+def test_gymnasium_cartpole_matches_envpool_semantics() -> None:
+    env = make_env("gymnasium:CartPole-v1", num_envs=3, batch_size=2, max_episode_steps=6)
+    assert resolve_backend("gymnasium:CartPole-v1") == "gymnasium"
+    pool = make_env("CartPole-v1", num_envs=3, batch_size=2, num_threads=1, max_episode_steps=6)
+    assert env.spec == pool.spec
+    pool.close()
+    lengths = check_semantics(env, run(env, 40), max_steps=6)
+    assert any(6 in ls for ls in lengths.values())
+    assert make_env("gymnasium:CartPole-v1", num_envs=1).spec.max_episode_steps == 500  # gymnasium's TimeLimit
+
+
+def test_auto_falls_back_to_gymnasium_for_ids_envpool_lacks() -> None:
+    assert resolve_backend("Taxi-v4") == "gymnasium"
+    env = make_env("Taxi-v4", num_envs=2)
+    assert env.spec.obs_shape == () and env.spec.obs_dtype == "int32" and env.spec.num_actions == 6
+    check_semantics(env, run(env, 5))
+
+
+# ---------------------------------------------------------------------------------------------------- spec and errors
+
+
+def test_env_spec_round_trips_through_json() -> None:
+    specs = [
+        make_env("HalfCheetah-v4", num_envs=1, num_threads=1).spec,
+        make_env(f"{FAKE}:CountdownEnv", num_envs=1).spec,
+    ]
+    specs.append(EnvSpec((2,), "float32", "continuous", 0, (2,), (-np.inf, 0.0), (np.inf, 1.0), 0))
+    for spec in specs:
+        assert EnvSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+        assert EnvSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "env_id,kwargs,match",
+    [
+        ("CartPol-v1", {}, "unknown env id 'CartPol-v1'.*CartPole-v1"),
+        ("no_such_module_xyz:Env", {}, "module 'no_such_module_xyz' not found"),
+        (f"{FAKE}:NoSuchEnv", {}, "has no attribute 'NoSuchEnv'"),
+        (f"{FAKE}:np", {}, "'np' is not a subclass of jaxrl_dist.envs.BaseEnv"),
+        ("jaxrl_dist.envs.base:BaseEnv", {}, "does not implement"),
+        (f"{FAKE}:CountdownEnv", {"lenght": 3}, "kwargs \\['lenght'\\] do not fit"),
+        ("a:b:c", {}, "expected 'package.module:ClassName'"),
+        ("CartPole-v1", {"no_such_option": 1}, "not accepted"),
+    ],
+)
+def test_user_errors_are_one_line(env_id: str, kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(UserError, match=match) as info:
+        make_env(env_id, num_envs=1, kwargs=kwargs)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"batch_size": 3}, "batch_size=3"),
+        ({"num_envs": 0}, "num_envs=0"),
+        ({"backend": "ray"}, "env backend 'ray'.*auto, envpool, custom, gymnasium"),
+        ({"backend": "envpool", "env_id": "Taxi-v4"}, "not an envpool task"),
+        ({"max_episode_steps": -1}, "max_episode_steps=-1"),
+    ],
+)
+def test_bad_sizes_and_backends(overrides: dict[str, Any], match: str) -> None:
+    args: dict[str, Any] = {"env_id": "CartPole-v1", "num_envs": 2, **overrides}
+    with pytest.raises(UserError, match=match):
+        make_env(args.pop("env_id"), **args)
+
+
+def test_box_and_discrete_spaces() -> None:
+    box = Box(-1.0, [1.0, 2.0])
+    assert box.shape == (2,) and box.low.tolist() == [-1.0, -1.0] and box.dtype == np.float32
+    sample = box.sample(np.random.default_rng(0))
+    assert np.all(sample >= box.low) and np.all(sample <= box.high)
+    assert 0 <= Discrete(3).sample(np.random.default_rng(0)) < 3
+    with pytest.raises(ValueError, match="exceeds"):
+        Box(1.0, 0.0, shape=(1,))
