@@ -80,15 +80,27 @@ def _check_resume_config(exp_dir: Path, cfg: object, source: str) -> None:
     snapshot = exp_dir / "config.yaml"
     if not snapshot.is_file():
         return  # prepare_experiment_dir reports a missing experiment
-    saved = yaml.safe_load(snapshot.read_text())
-    now = to_dict(cfg)
-    changed = [f"{s}.{k}" for s in now for k in now[s] if saved.get(s, {}).get(k) != now[s][k]
-               and (s, k) not in {("train", "total_env_steps"), ("log", "quiet")}]
+    saved, now = _flatten(yaml.safe_load(snapshot.read_text())), _flatten(to_dict(cfg))
+    changed = [k for k in now if saved.get(k) != now[k] and not k.startswith(RESUMABLE)]
     if changed:
         raise ConfigError(
             f"{source}: --resume with a config that differs from {snapshot} in {', '.join(changed)}; "
-            f"allowed to change on resume: train.total_env_steps, log.quiet"
+            f"allowed to change on resume: {', '.join(p + '*' if p.endswith('.') else p for p in RESUMABLE)}"
         )
+
+
+# Keys a resumed run may change: the budget and what is observed, never what shapes learning.
+RESUMABLE = ("train.total_env_steps", "log.", "eval.", "checkpoint.interval", "checkpoint.keep")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "kwargs":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 if __name__ == "__main__":

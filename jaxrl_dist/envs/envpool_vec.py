@@ -21,12 +21,16 @@ Facts about EnvPool (1.2.x) this relies on, each checked in tests/test_envs.py o
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
 from jaxrl_dist.envs.spec import EnvSpec, StepBatch, normalize_max_steps, obs_dtype_for, spec_from_spaces
 from jaxrl_dist.errors import UserError
+
+# EnvPool builds float64 Box bounds that gymnasium warns about casting to float32 whenever a space is built.
+warnings.filterwarnings("ignore", message=r".*precision lowered by casting", category=UserWarning)
 
 _STATE_KEYS = ("info:env_id", "elapsed_step", "done", "trunc", "reward", "obs")
 _ACTION_KEYS = ["env_id", "players.env_id", "action"]

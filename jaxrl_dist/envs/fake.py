@@ -104,3 +104,17 @@ class ContinuousTargetEnv(BaseEnv):
         self._t += 1
         a = float(np.asarray(action, np.float64).reshape(-1)[0])
         return self._obs.copy(), -((a - self.target) ** 2), self._t >= self.length, False
+
+
+class FailingEnv(ConstantRewardEnv):
+    """`ConstantRewardEnv` whose `step` raises after `fail_after` steps: tests that a crashed role stops the run."""
+
+    def __init__(self, fail_after: int = 100, obs_dim: int = 2, horizon: int = 10) -> None:
+        super().__init__(obs_dim, horizon)
+        self.fail_after, self._steps = fail_after, 0
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
+        self._steps += 1
+        if self._steps > self.fail_after:
+            raise RuntimeError(f"FailingEnv failed on purpose after {self.fail_after} steps")
+        return super().step(action)

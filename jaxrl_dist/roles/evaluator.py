@@ -26,6 +26,12 @@ class Evaluator:
         self.env, self.device, self.max_steps = env, device, max_steps
         self._act = jax.jit(algo.eval_act)
 
+    def warmup(self, params: Any) -> None:
+        """Compiles the evaluation policy ahead of the first evaluation."""
+        spec = self.env.spec
+        obs = np.zeros((self.env.num_envs, *spec.obs_shape), spec.obs_dtype)
+        jax.block_until_ready(self._act(jax.device_put(params, self.device), obs))
+
     def run(self, params: Any, timeout: float = 600.0) -> dict[str, float]:
         """Evaluates `params`; returns `eval/episode_return` and `eval/episode_length` mean, std, min and max."""
         env, n = self.env, self.env.num_envs

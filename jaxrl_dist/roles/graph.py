@@ -64,6 +64,7 @@ class Graph:
     sampler_rng: np.random.Generator
     lifetime: Lifetime
     timers: Timers
+    learner_device: jax.Device
 
     def close(self) -> None:
         for actor in self.actors:
@@ -95,6 +96,13 @@ def transition_example(spec: EnvSpec) -> Transition:
     obs = np.zeros(spec.obs_shape, spec.obs_dtype)
     action_dtype = np.int32 if spec.action_kind == "discrete" else np.float32
     return Transition(obs, np.zeros(spec.action_shape, action_dtype), np.float32(0), np.float32(0), obs)
+
+
+def zero_batches(spec: EnvSpec, k: int, batch: int, device: jax.Device) -> Transition:
+    """`[k, batch, ...]` zeros shaped like sampled batches (to compile the learner before data arrives)."""
+    example = transition_example(spec)
+    return jax.device_put(Transition(*(np.zeros((k, batch, *np.shape(x)), np.asarray(x).dtype) for x in example)),
+                          device)
 
 
 def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Counters | None = None) -> Graph:
@@ -153,4 +161,4 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         eval_env = make_envs(cfg, sizes, 1, sizes.eval_envs, sizes.eval_envs, seed * 10_007 + EVAL_SEED_OFFSET)[0]
         evaluator = Evaluator(eval_env, algo, actor_device)
     return Graph(cfg, sizes, spec, algo, replay, store, limiter, prefetch, learner, actors, evaluator,
-                 sampler_rng, lifetime, timers)
+                 sampler_rng, lifetime, timers, learner_device)

@@ -51,9 +51,16 @@ class Learner:
         with timers.span("learner/publish"):
             self.store.publish(self.algo.actor_params(self.state), self.limiter.updates)
 
-    def run(self, lifetime: Lifetime, timers: Timers, prefetch: Prefetcher) -> None:
+    def warmup(self, batches: Any) -> None:
+        """Compiles the update on a batch of the right shapes (result discarded), while actors fill the replay."""
+        jax.block_until_ready(self._update(self.state, batches))
+
+    def run(self, lifetime: Lifetime, timers: Timers, prefetch: Prefetcher, warmup: Any = None) -> None:
         """The learner thread's loop: trains while the ratio allows, until the actors finished and it caught up."""
         stop, limiter, k = lifetime.stop_event, self.limiter, self.k
+        if warmup is not None:
+            with timers.span("learner/compile"):
+                self.warmup(warmup)
         while not stop.is_set():
             if not limiter.learner_may_run(k):
                 if limiter.finished:

@@ -13,9 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dist.config import Config, to_dict
+from jaxrl_dist.algos import make_algorithm
+from jaxrl_dist.config import Config, build, to_dict
+from jaxrl_dist.envs import EnvSpec
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
-from jaxrl_dist.roles.graph import Counters, Graph, build_graph
+from jaxrl_dist.roles.graph import Counters, Graph, build_graph, zero_batches
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -105,9 +107,12 @@ class Driver:
         """Role threads; this thread watches them and does evaluation, logging and checkpoints."""
         g, cfg = self.g, self.cfg
         life, total = g.lifetime, cfg.train.total_env_steps
-        life.spawn("sampler", g.prefetch.run)
-        learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch))
+        warm = zero_batches(g.spec, g.sizes.updates_per_call, cfg.replay.batch_size, g.learner_device)
         actors = [life.spawn(f"actor{a.index}", _bind(a.run, life, g.timers, total)) for a in g.actors]
+        life.spawn("sampler", g.prefetch.run)
+        learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch, warm))
+        if g.evaluator is not None:  # compile the evaluation policy while the actors fill the replay
+            g.evaluator.warmup(g.store.latest()[0])
         while not life.stop_event.wait(0.02):
             if not g.limiter.finished and not any(t.is_alive() for t in actors):
                 g.limiter.finished = True  # the env-step budget is spent: release the learner to catch up
@@ -181,6 +186,7 @@ class Driver:
         steps = g.limiter.env_steps
         tree = {"learner": state, "actor_keys": jnp.stack([a.key for a in g.actors])}
         meta = {
+            "actors": len(g.actors),
             "config": to_dict(self.cfg),
             "env_spec": g.spec.to_dict(),
             "algo": self.cfg.algo.name,
@@ -203,11 +209,29 @@ class Driver:
         self.metrics.close()
 
 
+def checkpoint_target(cfg: Config, spec: EnvSpec, actors: int) -> dict[str, Any]:
+    """The abstract structure of a checkpoint's arrays (no env, no computation): the restore target."""
+    algo = make_algorithm(spec, cfg)
+    return {
+        "learner": jax.eval_shape(algo.init, jax.random.PRNGKey(0)),
+        "actor_keys": jax.ShapeDtypeStruct((actors, 2), jnp.uint32),
+    }
+
+
+def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads a checkpoint from its files alone: `({"learner": state, "actor_keys": keys}, meta)`."""
+    with Checkpointer(directory) as ckpt:
+        meta = ckpt.read_meta(step)
+        target = checkpoint_target(build(meta["config"]), EnvSpec.from_dict(meta["env_spec"]), meta["actors"])
+        tree, meta, _ = ckpt.restore(step, target=target)
+    return tree, meta
+
+
 def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[str, Any]:
     """Loads a checkpoint into a freshly built graph (same config); returns its meta."""
     g = graph
-    target = {"learner": g.learner.state, "actor_keys": jnp.stack([a.key for a in g.actors])}
-    tree, meta, extra = ckpt.restore(step, target=jax.device_get(target))
+    target = checkpoint_target(g.cfg, g.spec, len(g.actors))
+    tree, meta, extra = ckpt.restore(step, target=target)
     state = jax.device_put(tree["learner"], jax.tree.leaves(g.learner.state)[0].device)
     updates = int(meta["counters"]["updates"])
     g.learner.state, g.learner.snapshot = state, (state, updates)

@@ -72,7 +72,7 @@ class RatioLimiter:
         self.actor_steps[actor] = self.actor_steps.get(actor, 0) + steps  # one writer per key
 
     def learner_may_run(self, k: int) -> bool:
-        return self.updates + k <= self.allowed_updates() or self.finished
+        return self.updates + k <= self.allowed_updates()
 
     def actor_may_run(self) -> bool:
         ahead = self.env_steps - self.start - (self.updates - self.base_updates) / self.ratio
