@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         exp_dir = resolve_experiment_dir(cfg.log.root, name)
         if args.resume:
             _check_resume_config(exp_dir, cfg, args.config)
+        from jaxrl_dist.roles.graph import preflight
+
+        preflight(cfg)  # bad env ids and devices fail here, before the experiment directory exists
         exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -64,7 +64,6 @@ class DQNConfig:
     eps_start: float = fld(1.0, "Initial exploration epsilon.", ge=0.0, le=1.0)
     eps_end: float = fld(0.05, "Final exploration epsilon.", ge=0.0, le=1.0)
     eps_decay_steps: int = fld(10_000, "Env steps over which epsilon decays linearly.", ge=1)
-    eval_eps: float = fld(0.0, "Epsilon of the evaluation policy (0 = greedy).", ge=0.0, le=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +107,7 @@ class TrainConfig:
     total_env_steps: int = fld(100_000, "Env steps (over all actors) after which training stops.", ge=1)
     learning_starts: int = fld(1_000, "Env steps collected before the first update.", ge=0)
     replay_ratio: float = fld(0.25, "Learner updates per env step, held in both directions.", gt=0.0)
-    ratio_slack: int = fld(0, "Env steps an actor may run ahead of the ratio; 0 means 4 env batches.", ge=0)
+    ratio_slack: int = fld(0, "Env steps actors may run ahead of the ratio; 0 = auto: ceil(K / replay_ratio) + 4 env batches per actor.", ge=0)
     max_staleness: int = fld(64, "Most learner updates an actor's parameters may lag before it waits.", ge=0)
     seed: int = fld(0, "Seed of networks, exploration and env instances.", ge=0)
 

@@ -23,6 +23,16 @@ from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
 EVAL_SEED_OFFSET = 1_000_003  # evaluation envs never share seeds with training envs
 
 
+def configure_runtime() -> None:
+    """Process-wide JAX settings for the roles.
+
+    On CPU, asynchronous dispatch hands every call to another thread; the actor's tiny policy calls (tens of
+    microseconds) run about 40% faster without that hop, and the learner loses nothing since it waits for each
+    call's result before publishing anyway.
+    """
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+
 def resolve_device(value: str, key: str) -> jax.Device:
     """`auto`, `cpu`, `cpu:N`, `gpu:N` (any platform name) -> a local JAX device, or a ConfigError listing them."""
     devices = jax.local_devices()
@@ -73,6 +83,30 @@ class Graph:
             self.evaluator.env.close()
 
 
+def check_fit(cfg: Config, spec: EnvSpec) -> None:
+    """Raises `ConfigError` where the config cannot work with the env (the torso, the algorithm's action kind)."""
+    if cfg.network.torso == "nature_cnn" and len(spec.obs_shape) != 3:
+        raise ConfigError(
+            f"config key 'network.torso': nature_cnn needs [C, H, W] frames but env {cfg.env.id} has observations "
+            f"of shape {spec.obs_shape}; allowed for it: mlp"
+        )
+    if cfg.algo.name == "dqn" and spec.action_kind != "discrete":
+        raise ConfigError(f"config key 'algo.name': dqn needs discrete actions but env {cfg.env.id} has "
+                          f"{spec.action_kind} actions; allowed for it: none of the built-in algorithms yet")
+
+
+def preflight(cfg: Config) -> EnvSpec:
+    """Checks what the config names before anything is written: devices, the env (one instance), their fit."""
+    resolve_device(cfg.roles.actor.device, "roles.actor.device")
+    resolve_device(cfg.roles.learner.device, "roles.learner.device")
+    env = make_envs(cfg, derive(cfg), 1, 1, 1, cfg.train.seed)[0]
+    try:
+        check_fit(cfg, env.spec)
+        return env.spec
+    finally:
+        env.close()
+
+
 def make_envs(cfg: Config, sizes: Sizes, count: int, num_envs: int, batch: int, seed: int) -> list[VecEnv]:
     """`count` vectorized envs of `num_envs` each, with disjoint seeds."""
     e = cfg.env
@@ -107,6 +141,7 @@ def zero_batches(spec: EnvSpec, k: int, batch: int, device: jax.Device) -> Trans
 
 def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Counters | None = None) -> Graph:
     """Wires a run's roles. `state` / `keys` / `counters` come from a checkpoint on resume (else fresh)."""
+    configure_runtime()
     sizes = derive(cfg)
     counters = counters or Counters()
     serial = cfg.roles.mode == "serial"
@@ -118,11 +153,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     env_seed = seed * 10_007 + counters.env_steps
     envs = make_envs(cfg, sizes, n_actors, cfg.env.num_envs, sizes.env_batch, env_seed)
     spec = envs[0].spec
-    if cfg.network.torso == "nature_cnn" and len(spec.obs_shape) != 3:
-        raise ConfigError(
-            f"config key 'network.torso': nature_cnn needs [C, H, W] frames but env {cfg.env.id} has observations "
-            f"of shape {spec.obs_shape}; allowed for it: mlp"
-        )
+    check_fit(cfg, spec)
     algo = make_algorithm(spec, cfg)
     root = jax.random.PRNGKey(seed)
     if state is None:
