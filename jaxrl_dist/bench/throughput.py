@@ -48,6 +48,7 @@ def raw_envpool(cfg: Config, seconds: float) -> float:
                        num_threads=sizes.env_threads, seed=0, **cfg.env.kwargs)
     space = env.action_space
     rng = np.random.default_rng(0)
+    pool: np.ndarray
     if hasattr(space, "n"):
         pool = rng.integers(0, space.n, size=(64, sizes.env_batch)).astype(np.int32)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 from jaxrl_dist.algos.base import Transition
 
@@ -27,9 +28,9 @@ class NStepWriter:
         n: int,
         gamma: float,
         obs_shape: tuple[int, ...],
-        obs_dtype: np.dtype | str,
+        obs_dtype: npt.DTypeLike,
         action_shape: tuple[int, ...] = (),
-        action_dtype: np.dtype | str = np.int32,
+        action_dtype: npt.DTypeLike = np.int32,
     ) -> None:
         self.n, self.gamma = n, np.float32(gamma)
         self.powers = gamma ** np.arange(n + 1, dtype=np.float64)

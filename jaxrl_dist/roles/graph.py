@@ -165,7 +165,9 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     replay = ReplayBuffer(transition_example(spec), n_actors, sizes.capacity_per_actor, sizes.write_margin)
     store = ParamStore(algo.actor_params(state), counters.updates)
     start = counters.env_steps + (0 if counters.replay_restored else cfg.train.learning_starts)
-    limiter = RatioLimiter(cfg.train.replay_ratio, start, sizes.ratio_slack, counters.env_steps, counters.updates)
+    limiter = RatioLimiter(
+        cfg.train.replay_ratio, start, sizes.ratio_slack, counters.env_steps, counters.updates, actors=n_actors
+    )
     lifetime, timers = Lifetime(), Timers()
     sampler_rng = np.random.default_rng([seed, 2])
     k, batch = sizes.updates_per_call, cfg.replay.batch_size

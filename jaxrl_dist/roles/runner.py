@@ -146,6 +146,7 @@ class Driver:
         self.progress.update(steps, ret=self.last_return)
 
     def _evaluate(self) -> dict[str, float]:
+        assert self.g.evaluator is not None
         params, _ = self.g.store.latest()
         with self.g.timers.span("eval/run"):
             stats = self.g.evaluator.run(params)

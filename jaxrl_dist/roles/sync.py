@@ -50,26 +50,30 @@ class RatioLimiter:
         start: env steps before the first update (learning_starts, counted from a resume point).
         slack: env steps actors may run ahead.
         env_steps, updates: the counters at the start (non-zero when resuming).
+        actors: actor threads (each counts its env steps in its own slot).
     """
 
-    def __init__(self, ratio: float, start: int, slack: int, env_steps: int = 0, updates: int = 0) -> None:
+    def __init__(
+        self, ratio: float, start: int, slack: int, env_steps: int = 0, updates: int = 0, actors: int = 1
+    ) -> None:
         self.ratio, self.start, self.slack = ratio, start, slack
         self.base_steps, self.base_updates = env_steps, updates
-        self.actor_steps: dict[int, int] = {}
+        # A fixed-size list, one slot per actor: readers sum it while actors write their own slot, lock-free.
+        self.actor_steps = [0] * actors
         self.updates = updates
         self.finished = False  # set when the actors reached the env-step budget
         self._cond = threading.Condition()
 
     @property
     def env_steps(self) -> int:
-        return self.base_steps + sum(self.actor_steps.values())
+        return self.base_steps + sum(self.actor_steps)
 
     def allowed_updates(self) -> int:
         """Updates the ratio allows at the current env-step count."""
         return self.base_updates + int(self.ratio * max(0, self.env_steps - self.start))
 
     def add_env_steps(self, actor: int, steps: int) -> None:
-        self.actor_steps[actor] = self.actor_steps.get(actor, 0) + steps  # one writer per key
+        self.actor_steps[actor] += steps  # one writer per slot
 
     def learner_may_run(self, k: int) -> bool:
         return self.updates + k <= self.allowed_updates()

@@ -82,15 +82,19 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
     optimizer = optax.chain(*clip, optax.adam(algo.lr, eps=algo.adam_eps))
     dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
+    def q_values(params: Any, obs: jax.Array) -> jax.Array:
+        """`[B, ...]` observations -> `[B, A]` action values."""
+        return net.apply(params, obs)  # type: ignore[return-value]  # apply is typed for mutable collections too
+
     def init(key: jax.Array) -> DQNState:
         params = net.init(key, dummy)
         return DQNState(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
     def loss_fn(params: Any, target_params: Any, batch: Transition) -> tuple[jax.Array, dict[str, jax.Array]]:
         # One forward pass of the online net over obs and next_obs together.
-        both = net.apply(params, jnp.concatenate([batch.obs, batch.next_obs]))
+        both = q_values(params, jnp.concatenate([batch.obs, batch.next_obs]))
         q, q_next_online = jnp.split(both, 2)
-        q_next_target = net.apply(target_params, batch.next_obs)
+        q_next_target = q_values(target_params, batch.next_obs)
         loss, td = td_loss(q, q_next_target, q_next_online, batch, double=algo.double, kind=algo.loss)
         return loss, {"loss": loss, "q_mean": q.mean(), "td_abs": jnp.abs(td).mean()}
 
@@ -111,12 +115,12 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         # with separate draws for the coin and the random action).
         key, sub = jax.random.split(key)
         u = jax.random.uniform(sub, (2, obs.shape[0]))
-        greedy = jnp.argmax(net.apply(params, obs), axis=-1)
+        greedy = jnp.argmax(q_values(params, obs), axis=-1)
         random = jnp.minimum((u[1] * spec.num_actions).astype(jnp.int32), spec.num_actions - 1)
         return jnp.where(u[0] < eps, random, greedy).astype(jnp.int32), key
 
     def eval_act(params: Any, obs: jax.Array) -> jax.Array:
-        return jnp.argmax(net.apply(params, obs), axis=-1).astype(jnp.int32)
+        return jnp.argmax(q_values(params, obs), axis=-1).astype(jnp.int32)
 
     def exploration(env_steps: int) -> float:
         frac = min(1.0, env_steps / algo.eps_decay_steps)
