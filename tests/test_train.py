@@ -41,12 +41,12 @@ def evals(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("mode", ["async", "serial"])
 def test_default_config_solves_cartpole(tmp_path: Path, mode: str) -> None:
-    """The README's default config reaches eval mean >= 475 on CartPole-v1 within its 100k-step budget."""
+    """The README's default config reaches eval mean >= 475 on CartPole-v1 within its 150k-step budget."""
     proc = run(train_cmd(tmp_path, mode, f"roles.mode={mode}"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = evals(tmp_path / mode)
     assert records and max(r["eval/episode_return"] for r in records) >= 475.0, records[-3:]
-    assert all(r["env_steps"] <= 100_000 + 64 for r in records)
+    assert all(r["env_steps"] <= 150_000 + 64 for r in records)
     assert (tmp_path / mode / "config.yaml").is_file()
     assert Checkpointer(tmp_path / mode / "checkpoints").latest_step() is not None
 
