@@ -7,6 +7,7 @@ import time
 START_TIME = time.time()  # process start as seen by this module: the origin of every `wall_s`
 
 import argparse  # noqa: E402 - after START_TIME on purpose
+import shlex  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except RoleError as e:
         print(f"error: role '{e.role}' failed; the run was stopped:\n{e.tb}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the roles started (while building or restoring): nothing to save
+        print("interrupted before training started; nothing was trained or saved", file=sys.stderr)
+        return 130
     except Exception:  # noqa: BLE001 - a crash of the driver itself: traceback, non-zero exit
         traceback.print_exc()
         return 1
@@ -67,10 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result.reason}: {result.env_steps} env steps, {result.updates} updates in {result.wall_s:.1f} s{best}",
           flush=True)
     if result.signal:
-        print(f"checkpoint saved; continue with: python -m jaxrl_dist.train --config {args.config} "
-              f"--exp-name {exp_dir.name} --resume", flush=True)
+        print(f"checkpoint saved; continue with: {resume_command(argv, name)}", flush=True)
         return 128 + result.signal
     return 0
+
+
+def resume_command(argv: list[str] | None, exp_name: str) -> str:
+    """The command line that continues this run: the same arguments, `--resume` instead of `--overwrite`."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--overwrite", "--resume")]
+    if "--exp-name" not in args and not any(a.startswith("--exp-name=") for a in args):
+        args += ["--exp-name", exp_name]
+    return shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "jaxrl_dist.train", *args, "--resume"])
 
 
 def _check_resume_config(exp_dir: Path, cfg: object, source: str) -> None:
@@ -83,7 +94,13 @@ def _check_resume_config(exp_dir: Path, cfg: object, source: str) -> None:
     snapshot = exp_dir / "config.yaml"
     if not snapshot.is_file():
         return  # prepare_experiment_dir reports a missing experiment
-    saved, now = _flatten(yaml.safe_load(snapshot.read_text())), _flatten(to_dict(cfg))
+    try:
+        saved_tree = yaml.safe_load(snapshot.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{snapshot} cannot be read ({type(e).__name__}); it is needed to --resume") from None
+    if not isinstance(saved_tree, dict):
+        raise ConfigError(f"{snapshot} does not hold a config mapping; it is needed to --resume")
+    saved, now = _flatten(saved_tree), _flatten(to_dict(cfg))
     changed = [k for k in now if saved.get(k) != now[k] and not k.startswith(RESUMABLE)]
     if changed:
         raise ConfigError(

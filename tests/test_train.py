@@ -82,7 +82,7 @@ def test_resume_continues_counters_and_solves(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "--resume" in out
+    assert "--resume" in out and "train.total_env_steps=200000" in out and "--overwrite" not in out
     with Checkpointer(tmp_path / "r" / "checkpoints") as ckpt:
         step = ckpt.latest_step()
         meta = ckpt.read_meta()
@@ -158,3 +158,12 @@ def test_custom_env_trains_through_the_same_roles(tmp_path: Path) -> None:
     records = evals(tmp_path / "custom")
     assert records and all(r["eval/episode_return"] == 1.0 for r in records)  # one reward per countdown episode
     assert os.path.getsize(tmp_path / "custom" / "metrics.jsonl") > 0
+
+
+def test_long_nstep_windows_do_not_stall_learning(tmp_path: Path) -> None:
+    """With n-step windows held back per env (long episodes), learning still starts and the run finishes."""
+    proc = run(train_cmd(tmp_path, "nstep", "env.id=jaxrl_dist.envs.fake:ConstantRewardEnv", "env.num_envs=16",
+                         "env.max_episode_steps=200", "algo.n_step=10", "train.learning_starts=64",
+                         "train.total_env_steps=3000", "eval.interval=0", "replay.capacity=5000"), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_metrics(tmp_path / "nstep" / "metrics.jsonl")[-1]["updates"] > 0

@@ -30,6 +30,8 @@ def read_file(path: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file '{path}' cannot be read: {e}") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""

@@ -29,6 +29,7 @@ class Partition:
         self.capacity, self.margin = capacity, write_margin
         self.data = Transition(*(np.zeros((capacity, *np.shape(x)), np.asarray(x).dtype) for x in example))
         self.committed = 0  # sequence number of the next write; items [committed - capacity, committed) are stored
+        self.floor = 0  # no item below this sequence number is sampled (set when restored from a live snapshot)
 
     def add(self, batch: Transition) -> None:
         """Stores a batch of `k <= write_margin` transitions (leading axis k). Called by the owning actor only."""
@@ -45,15 +46,35 @@ class Partition:
                 store[slots] = values
         self.committed += k  # publish only after the data is written
 
+    def _low(self, committed: int) -> int:
+        return max(self.floor, committed - self.capacity + 2 * self.margin)
+
     def size(self) -> int:
         """Items a sampler may draw now."""
-        return max(0, min(self.committed, self.capacity - 2 * self.margin))
+        committed = self.committed
+        return max(0, committed - self._low(committed))
 
     def sample_into(self, seqs_out: np.ndarray, rng: np.random.Generator) -> None:
         """Fills `seqs_out` with sequence numbers that are safe to read at the moment of the call."""
         committed = self.committed
-        low = max(0, committed - self.capacity + 2 * self.margin)
-        seqs_out[:] = rng.integers(low, committed, size=seqs_out.shape)
+        seqs_out[:] = rng.integers(self._low(committed), committed, size=seqs_out.shape)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the stored items that is safe while the writer runs.
+
+        The counter is read before and after copying: items the writer may have overwritten during the copy (below
+        `after + margin - capacity`) are excluded by the saved `floor`.
+        """
+        before = self.committed
+        arrays = {name: store.copy() for name, store in zip(Transition._fields, self.data)}
+        after = self.committed
+        floor = max(self.floor, after + self.margin - self.capacity, 0)
+        return {"committed": np.int64(before), "floor": np.int64(floor), **arrays}
+
+    def load(self, saved: dict[str, Any]) -> None:
+        for name, store in zip(Transition._fields, self.data):
+            store[...] = saved[name]
+        self.committed, self.floor = int(saved["committed"]), int(saved["floor"])
 
     def unsafe(self, seqs: np.ndarray) -> np.ndarray:
         """Mask of sequence numbers whose slots a writer may have reached since they were sampled."""
@@ -115,14 +136,8 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """The stored items of every partition (for checkpoints with `save_replay`)."""
-        return {
-            f"p{i}": {"committed": np.int64(p.committed), **{k: v for k, v in zip(Transition._fields, p.data)}}
-            for i, p in enumerate(self.partitions)
-        }
+        return {f"p{i}": p.snapshot() for i, p in enumerate(self.partitions)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for i, part in enumerate(self.partitions):
-            saved = state[f"p{i}"]
-            for name, store in zip(Transition._fields, part.data):
-                store[...] = saved[name]
-            part.committed = int(saved["committed"])
+            part.load(state[f"p{i}"])

@@ -77,6 +77,8 @@ class Graph:
     learner_device: jax.Device
 
     def close(self) -> None:
+        if any(t.is_alive() for t in self.lifetime.threads):
+            return  # a role that did not stop may still be inside its env; process exit releases them
         for actor in self.actors:
             actor.env.close()
         if self.evaluator is not None:
@@ -164,7 +166,10 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
 
     replay = ReplayBuffer(transition_example(spec), n_actors, sizes.capacity_per_actor, sizes.write_margin)
     store = ParamStore(algo.actor_params(state), counters.updates)
-    start = counters.env_steps + (0 if counters.replay_restored else cfg.train.learning_starts)
+    # Learning starts once the replay holds learning_starts transitions: with n-step returns each env holds back up
+    # to n-1 steps until its window fills (or its episode ends), so those steps do not count.
+    holdback = (cfg.algo.n_step - 1) * cfg.env.num_envs * n_actors
+    start = counters.env_steps + (0 if counters.replay_restored else cfg.train.learning_starts + holdback)
     limiter = RatioLimiter(
         cfg.train.replay_ratio, start, sizes.ratio_slack, counters.env_steps, counters.updates, actors=n_actors
     )

@@ -258,9 +258,10 @@ def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float) -> Run
     try:
         counters = read_counters(ckpt, cfg.checkpoint.save_replay) if resume else Counters()
         graph = build_graph(cfg, counters=counters)
-        if resume:
-            restore(graph, ckpt)
-        return Driver(graph, exp_dir, start_time, ckpt).run()
+        meta = restore(graph, ckpt) if resume else {}
+        driver = Driver(graph, exp_dir, start_time, ckpt)
+        driver.best_eval = meta.get("best_eval")
+        return driver.run()
     finally:
         if graph is not None:
             graph.close()
