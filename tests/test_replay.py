@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -101,31 +103,38 @@ def test_partitions_sampled_by_size() -> None:
     assert share == pytest.approx(10 / 310, abs=0.005)
 
 
-def test_concurrent_writer_never_yields_torn_items() -> None:
-    """A writer races the sampler; every sampled item must be internally consistent and recent enough."""
-    buf = ReplayBuffer(example(), 1, capacity_per_partition=256, write_margin=16)
+@contextlib.contextmanager
+def racing_writer(capacity: int = 256, margin: int = 16) -> Iterator[ReplayBuffer]:
+    """A one-partition buffer whose writer thread keeps adding batches of `margin` items while the body runs."""
+    buf = ReplayBuffer(example(), 1, capacity_per_partition=capacity, write_margin=margin)
     part = buf.partitions[0]
-    part.add(batch_of(np.arange(16)))
+    part.add(batch_of(np.arange(margin)))
     stop = threading.Event()
 
     def writer() -> None:
-        seq = 16
+        seq = margin
         while not stop.is_set():
-            part.add(batch_of(np.arange(seq, seq + 16)))
-            seq += 16
+            part.add(batch_of(np.arange(seq, seq + margin)))
+            seq += margin
 
     thread = threading.Thread(target=writer)
     thread.start()
-    rng = np.random.default_rng(2)
     try:
+        yield buf
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_concurrent_writer_never_yields_torn_items() -> None:
+    """A writer races the sampler; every sampled item must be internally consistent and recent enough."""
+    rng = np.random.default_rng(2)
+    with racing_writer() as buf:
         for _ in range(2000):
             s = buf.sample(64, rng)
             np.testing.assert_array_equal(s.obs[:, 0], s.reward)
             np.testing.assert_array_equal(s.action, s.reward.astype(np.int32))
             np.testing.assert_array_equal(s.next_obs[:, 2], s.reward + 1)
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def test_state_dict_round_trip() -> None:
@@ -139,21 +148,8 @@ def test_state_dict_round_trip() -> None:
 
 def test_snapshot_during_writes_restores_only_intact_items() -> None:
     """Checkpoint snapshots taken while a writer races them restore only consistent, not-overwritten items."""
-    buf = ReplayBuffer(example(), 1, capacity_per_partition=256, write_margin=16)
-    part = buf.partitions[0]
-    part.add(batch_of(np.arange(16)))
-    stop = threading.Event()
-
-    def writer() -> None:
-        seq = 16
-        while not stop.is_set():
-            part.add(batch_of(np.arange(seq, seq + 16)))
-            seq += 16
-
-    thread = threading.Thread(target=writer)
-    thread.start()
     rng = np.random.default_rng(4)
-    try:
+    with racing_writer() as buf:
         for _ in range(200):
             restored = ReplayBuffer(example(), 1, 256, 16)
             restored.load_state_dict(buf.state_dict())
@@ -164,6 +160,3 @@ def test_snapshot_during_writes_restores_only_intact_items() -> None:
             assert s.reward.min() >= p.floor and s.reward.max() < p.committed
             np.testing.assert_array_equal(s.obs[:, 0], s.reward)
             np.testing.assert_array_equal(s.next_obs[:, 1], s.reward + 1)
-    finally:
-        stop.set()
-        thread.join(5)
