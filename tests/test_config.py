@@ -78,13 +78,17 @@ def test_derived_sizes(tmp_path: Path) -> None:
     assert sizes.ratio_slack >= cfg.roles.learner.updates_per_call / cfg.train.replay_ratio
 
 
-def test_cli_error_is_one_line_exit_2_and_creates_nothing(tmp_path: Path) -> None:
+def train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The train command on the default config with experiments under tmp_path/exp."""
     cfg = ROOT / "configs" / "dqn_cartpole.yaml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxrl_dist.train", "--config", str(cfg), "--set", "algo.gama=0.9",
-         "--set", f"log.root={tmp_path / 'exp'}"],
+    return subprocess.run(
+        [sys.executable, "-m", "jaxrl_dist.train", "--config", str(cfg), "--set", f"log.root={tmp_path / 'exp'}", *args],
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
+
+
+def test_cli_error_is_one_line_exit_2_and_creates_nothing(tmp_path: Path) -> None:
+    proc = train_cli(tmp_path, "--set", "algo.gama=0.9")
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "did you mean 'algo.gamma'" in proc.stderr and "Traceback" not in proc.stderr
@@ -92,11 +96,6 @@ def test_cli_error_is_one_line_exit_2_and_creates_nothing(tmp_path: Path) -> Non
 
 
 def test_cli_exp_name_cannot_escape(tmp_path: Path) -> None:
-    cfg = ROOT / "configs" / "dqn_cartpole.yaml"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxrl_dist.train", "--config", str(cfg), "--exp-name", "../outside",
-         "--set", f"log.root={tmp_path / 'exp'}"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
+    proc = train_cli(tmp_path, "--exp-name", "../outside")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert not (tmp_path / "outside").exists()

@@ -12,7 +12,7 @@ from jaxrl_dist.config import build
 from jaxrl_dist.io import Checkpointer
 from jaxrl_dist.networks import NatureCNN, QHead
 from jaxrl_dist.roles.graph import build_graph
-from jaxrl_dist.roles.runner import Driver, read_counters, restore
+from jaxrl_dist.roles.runner import read_counters, restore, run_graph
 from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
 
 
@@ -77,11 +77,8 @@ def test_replay_saved_in_checkpoint_is_restored(tmp_path: Path) -> None:
         "checkpoint": {"save_replay": True, "interval": 0}, "log": {"tensorboard": False, "quiet": True},
     })
     g = build_graph(cfg)
+    run_graph(g, tmp_path, time.time())
     with Checkpointer(tmp_path / "checkpoints") as ckpt:
-        try:
-            Driver(g, tmp_path, time.time(), ckpt).run()
-        finally:
-            g.close()
         counters = read_counters(ckpt, save_replay=True)
         g2 = build_graph(cfg, counters=counters)
         try:

@@ -17,7 +17,7 @@ from jaxrl_dist.config import build
 from jaxrl_dist.io import Checkpointer, read_metrics
 from jaxrl_dist.networks import QHead, make_torso
 from jaxrl_dist.roles.graph import build_graph
-from jaxrl_dist.roles.runner import Driver, load_checkpoint
+from jaxrl_dist.roles.runner import load_checkpoint, run_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "dqn_cartpole.yaml")
@@ -139,11 +139,7 @@ def test_truncation_bootstraps_to_known_value(tmp_path: Path) -> None:
         "checkpoint": {"interval": 0},
     })
     g = build_graph(cfg)
-    with Checkpointer(tmp_path / "checkpoints") as ckpt:
-        try:
-            Driver(g, tmp_path, time.time(), ckpt).run()
-        finally:
-            g.close()
+    run_graph(g, tmp_path, time.time())
     net = QHead(make_torso("mlp", (16,), "relu"), 2)
     q = np.asarray(net.apply(g.learner.state.params, np.ones((1, 2), np.float32)))
     # Treating the time limit as termination would give at most (1 - 0.9**5) / 0.1 = 4.1.

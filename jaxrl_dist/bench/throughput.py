@@ -97,9 +97,8 @@ def actor_pipeline(cfg: Config, seconds: float) -> float:
 
 def full_training(cfg: Config, seconds: float) -> tuple[float, float]:
     """Env steps/s and updates/s of asynchronous training once the learner runs."""
-    from jaxrl_dist.io import Checkpointer
     from jaxrl_dist.roles.graph import build_graph
-    from jaxrl_dist.roles.runner import Driver
+    from jaxrl_dist.roles.runner import run_graph
 
     g = build_graph(cfg)
     figures: dict[str, float] = {}
@@ -117,13 +116,8 @@ def full_training(cfg: Config, seconds: float) -> tuple[float, float]:
         g.lifetime.stop_event.set()
 
     with tempfile.TemporaryDirectory(prefix="jaxrl_bench_") as tmp:
-        ckpt = Checkpointer(Path(tmp) / "checkpoints", keep=1)
         threading.Thread(target=monitor, daemon=True).start()
-        try:
-            Driver(g, Path(tmp), time.time(), ckpt).run()
-        finally:
-            g.close()
-            ckpt.close()
+        run_graph(g, Path(tmp), time.time())
     return figures.get("sps", 0.0), figures.get("ups", 0.0)
 
 

@@ -67,16 +67,17 @@ class Actor:
 
     def refresh_params(self, timeout: float = 0.1) -> bool:
         """Takes the newest parameters; waits while they lag more than `max_staleness`. False on timeout."""
-        if self.store.version != self.version:
-            self.params, self.version = self.store.latest()
-            self.params = jax.device_put(self.params, self.device)
+        self._take_latest()
         lag = self.limiter.updates - self.version
         if lag > self.max_staleness and not self.store.wait_newer(self.limiter.updates - self.max_staleness, timeout):
             return False
-        if self.store.version != self.version:
-            self.params, self.version = self.store.latest()
-            self.params = jax.device_put(self.params, self.device)
+        self._take_latest()
         return True
+
+    def _take_latest(self) -> None:
+        if self.store.version != self.version:
+            params, self.version = self.store.latest()
+            self.params = jax.device_put(params, self.device)  # a no-op when actor and learner share a device
 
     def step(self, timers: Timers) -> int:
         """One round with the env; returns the env steps taken (transitions, reset steps excluded)."""

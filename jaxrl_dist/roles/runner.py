@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import threading
 import time
@@ -108,7 +109,7 @@ class Driver:
         g, cfg = self.g, self.cfg
         life, total = g.lifetime, cfg.train.total_env_steps
         warm = zero_batches(g.spec, g.sizes.updates_per_call, cfg.replay.batch_size, g.learner_device)
-        actors = [life.spawn(f"actor{a.index}", _bind(a.run, life, g.timers, total)) for a in g.actors]
+        actors = [life.spawn(f"actor{a.index}", functools.partial(a.run, life, g.timers, total)) for a in g.actors]
         life.spawn("sampler", g.prefetch.run)
         learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch, warm))
         if g.evaluator is not None:  # compile the evaluation policy while the actors fill the replay
@@ -233,7 +234,7 @@ def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[s
     g = graph
     target = checkpoint_target(g.cfg, g.spec, len(g.actors))
     tree, meta, extra = ckpt.restore(step, target=target)
-    state = jax.device_put(tree["learner"], jax.tree.leaves(g.learner.state)[0].device)
+    state = jax.device_put(tree["learner"], g.learner_device)
     updates = int(meta["counters"]["updates"])
     g.learner.state, g.learner.snapshot = state, (state, updates)
     g.store.publish(g.algo.actor_params(state), updates)
@@ -259,13 +260,27 @@ def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float) -> Run
         counters = read_counters(ckpt, cfg.checkpoint.save_replay) if resume else Counters()
         graph = build_graph(cfg, counters=counters)
         meta = restore(graph, ckpt) if resume else {}
-        driver = Driver(graph, exp_dir, start_time, ckpt)
-        driver.best_eval = meta.get("best_eval")
-        return driver.run()
+        return run_graph(graph, exp_dir, start_time, ckpt, best_eval=meta.get("best_eval"))
     finally:
         if graph is not None:
             graph.close()
         ckpt.close()
+
+
+def run_graph(
+    graph: Graph, exp_dir: Path, start_time: float, ckpt: Checkpointer | None = None, best_eval: float | None = None
+) -> RunResult:
+    """Drives a built graph to its end and closes it; checkpoints go to `exp_dir/checkpoints` unless `ckpt` is given."""
+    own = ckpt is None
+    ckpt = ckpt or Checkpointer(exp_dir / "checkpoints", keep=graph.cfg.checkpoint.keep)
+    try:
+        driver = Driver(graph, exp_dir, start_time, ckpt)
+        driver.best_eval = best_eval
+        return driver.run()
+    finally:
+        graph.close()
+        if own:
+            ckpt.close()
 
 
 def _next_multiple(steps: int, interval: int) -> int:
@@ -273,10 +288,6 @@ def _next_multiple(steps: int, interval: int) -> int:
     if interval <= 0:
         return 1 << 62
     return -(-steps // interval) * interval
-
-
-def _bind(fn: Any, *args: Any) -> Any:
-    return lambda: fn(*args)
 
 
 class _signals:
