@@ -17,7 +17,8 @@ from jaxrl_dist.config import build
 from jaxrl_dist.io import Checkpointer, read_metrics
 from jaxrl_dist.networks import QHead, make_torso
 from jaxrl_dist.roles.graph import build_graph
-from jaxrl_dist.roles.runner import load_checkpoint, run_graph
+from jaxrl_dist.io.policy import load_checkpoint
+from jaxrl_dist.roles.runner import run_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "dqn_cartpole.yaml")

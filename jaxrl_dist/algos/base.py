@@ -46,6 +46,10 @@ class Algorithm(NamedTuple):
         update: `(state, batch) -> (state, metrics)` for one shard; jit-able; metrics are scalars.
         act: `(params, obs [B, ...], key, eps) -> (actions [B], key)`, the exploring policy of actors.
         eval_act: `(params, obs [B, ...]) -> actions [B]`, the greedy / deterministic policy.
+        inference: `(params, obs [B, ...]) -> {name: [B, ...]}`, the deployable policy: what evaluation and export
+            run. Its "action" entry is `eval_act`'s action; the other entries are the algorithm's policy outputs
+            (DQN: "q_values" `[B, A]` float32). Observations are raw env observations (uint8 frames included):
+            any scaling belongs inside, so that an exported graph takes what the env gives.
         actor_params: `state -> params` the actors and the evaluator need.
         exploration: `env_steps -> float`, the actors' exploration parameter (epsilon for DQN).
     """
@@ -56,3 +60,4 @@ class Algorithm(NamedTuple):
     eval_act: Callable[[Any, jax.Array], jax.Array]
     actor_params: Callable[[Any], Any]
     exploration: Callable[[int], float]
+    inference: Callable[[Any, jax.Array], dict[str, jax.Array]]

@@ -14,10 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dist.algos import make_algorithm
-from jaxrl_dist.config import Config, build, to_dict
-from jaxrl_dist.envs import EnvSpec
+from jaxrl_dist.config import Config, to_dict
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
+from jaxrl_dist.io.policy import checkpoint_target
 from jaxrl_dist.roles.graph import Counters, Graph, build_graph, zero_batches
 
 JOIN_TIMEOUT_S = 10.0
@@ -209,24 +208,6 @@ class Driver:
         self.save()
         self._log(steps, time.monotonic(), record)
         self.metrics.close()
-
-
-def checkpoint_target(cfg: Config, spec: EnvSpec, actors: int) -> dict[str, Any]:
-    """The abstract structure of a checkpoint's arrays (no env, no computation): the restore target."""
-    algo = make_algorithm(spec, cfg)
-    return {
-        "learner": jax.eval_shape(algo.init, jax.random.PRNGKey(0)),
-        "actor_keys": jax.ShapeDtypeStruct((actors, 2), jnp.uint32),
-    }
-
-
-def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Reads a checkpoint from its files alone: `({"learner": state, "actor_keys": keys}, meta)`."""
-    with Checkpointer(directory) as ckpt:
-        meta = ckpt.read_meta(step)
-        target = checkpoint_target(build(meta["config"]), EnvSpec.from_dict(meta["env_spec"]), meta["actors"])
-        tree, meta, _ = ckpt.restore(step, target=target)
-    return tree, meta
 
 
 def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""DQN / Double DQN as pure functions: `make(spec, cfg)` returns `init`, `update`, `act`, `eval_act`.
+"""DQN / Double DQN as pure functions: `make(spec, cfg)` returns `init`, `update`, `act`, `eval_act`,
+`inference`.
 
 Options: dueling head (network.dueling), n-step returns (built by the replay writer, see `Transition`), Huber or MSE
 loss, target network refreshed by period or Polyak averaging.
@@ -119,11 +120,16 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         random = jnp.minimum((u[1] * spec.num_actions).astype(jnp.int32), spec.num_actions - 1)
         return jnp.where(u[0] < eps, random, greedy).astype(jnp.int32), key
 
+    def inference(params: Any, obs: jax.Array) -> dict[str, jax.Array]:
+        """The greedy policy: `action [B]` int32 and the `q_values [B, A]` float32 it maximises."""
+        q = q_values(params, obs)
+        return {"action": jnp.argmax(q, axis=-1).astype(jnp.int32), "q_values": q}
+
     def eval_act(params: Any, obs: jax.Array) -> jax.Array:
-        return jnp.argmax(q_values(params, obs), axis=-1).astype(jnp.int32)
+        return inference(params, obs)["action"]
 
     def exploration(env_steps: int) -> float:
         frac = min(1.0, env_steps / algo.eps_decay_steps)
         return algo.eps_start + frac * (algo.eps_end - algo.eps_start)
 
-    return Algorithm(init, update, act, eval_act, lambda s: s.params, exploration)
+    return Algorithm(init, update, act, eval_act, lambda s: s.params, exploration, inference)

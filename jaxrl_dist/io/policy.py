@@ -1,0 +1,96 @@
+"""Policies rebuilt from a checkpoint's files alone: the config and env spec stored in its meta rebuild the
+algorithm, and its arrays fill it. Export and offline evaluation start here; no object of the training run is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxrl_dist.algos import Algorithm, make_algorithm
+from jaxrl_dist.config import Config, build
+from jaxrl_dist.envs import EnvSpec
+from jaxrl_dist.errors import UserError
+from jaxrl_dist.io.checkpoint import Checkpointer
+from jaxrl_dist.io.experiment import CHECKPOINT_DIR
+
+
+def checkpoint_target(cfg: Config, spec: EnvSpec, actors: int) -> dict[str, Any]:
+    """The abstract structure of a checkpoint's arrays (no env, no computation): the restore target."""
+    algo = make_algorithm(spec, cfg)
+    return {
+        "learner": jax.eval_shape(algo.init, jax.random.PRNGKey(0)),
+        "actor_keys": jax.ShapeDtypeStruct((actors, 2), jnp.uint32),
+    }
+
+
+def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads a checkpoint from its files alone: `({"learner": state, "actor_keys": keys}, meta)`.
+
+    Raises:
+        UserError: No checkpoint (or no such step) in `directory`, or a damaged one; the message names it.
+    """
+    with Checkpointer(directory) as ckpt:
+        meta = ckpt.read_meta(step)
+        step_dir = Path(directory) / str(step if step is not None else ckpt.latest_step())
+        try:
+            cfg, spec, actors = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"]), int(meta["actors"])
+        except UserError as err:
+            raise UserError(f"checkpoint {step_dir} holds a config this jaxrl_dist cannot build: {err}") from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise UserError(
+                f"checkpoint {step_dir} is unreadable (meta lacks or garbles {type(err).__name__}: {err})"
+            ) from None
+        tree, meta, _ = ckpt.restore(step, target=checkpoint_target(cfg, spec, actors))
+    return tree, meta
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedPolicy:
+    """An inference-only policy and what describes it.
+
+    Attributes:
+        experiment: the experiment directory it came from.
+        step: the checkpoint's step (env steps at save time).
+        cfg: the run's config, as stored in the checkpoint.
+        spec: the env spec stored in the checkpoint (observation shape/dtype, action space and bounds).
+        algo: the algorithm rebuilt from `cfg` and `spec`; `algo.inference(params, obs)` is the policy.
+        params: the actor parameters (`algo.actor_params` of the learner state), on the first local device.
+        meta: the checkpoint's meta (counters, best eval return, format version).
+    """
+
+    experiment: Path
+    step: int
+    cfg: Config
+    spec: EnvSpec
+    algo: Algorithm
+    params: Any
+    meta: dict[str, Any]
+
+    def __call__(self, obs: Any) -> dict[str, jax.Array]:
+        """Runs the policy on a `[B, *obs_shape]` batch of raw observations (not jitted: for one-off use)."""
+        return self.algo.inference(self.params, obs)
+
+
+def load_policy(experiment: str | Path, step: int | None = None) -> LoadedPolicy:
+    """Rebuilds the inference-only policy of checkpoint `step` (None: the latest) of an experiment directory.
+
+    Raises:
+        UserError: The experiment directory or its checkpoints are missing, `step` has no checkpoint (the message
+            lists the available steps), or the checkpoint is damaged.
+    """
+    exp = Path(experiment).expanduser().absolute()
+    if not exp.is_dir():
+        raise UserError(f"experiment directory {exp} does not exist")
+    ckpt_dir = exp / CHECKPOINT_DIR
+    if not ckpt_dir.is_dir():
+        raise UserError(f"no checkpoint in {exp}: it has no {CHECKPOINT_DIR}/ folder (has the run saved one yet?)")
+    tree, meta = load_checkpoint(ckpt_dir, step)
+    cfg, spec = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"])
+    algo = make_algorithm(spec, cfg)
+    saved_step = int(meta["counters"]["env_steps"]) if step is None else step
+    return LoadedPolicy(exp, saved_step, cfg, spec, algo, algo.actor_params(tree["learner"]), meta)
