@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the experiment from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment directory")
     p.add_argument("--quiet", action="store_true", help="plain progress lines (CI, Slurm logs)")
+    p.add_argument("--export", metavar="FORMAT",
+                   help="export the final policy: onnx, savedmodel or all (see python -m jaxrl_dist.export)")
     return p.parse_args(argv)
 
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         from jaxrl_dist.roles.graph import preflight
 
         preflight(cfg)  # bad env ids and devices fail here, before the experiment directory exists
+        export_formats = _export_formats(args.export)  # a missing ONNX / TF runtime fails before training
         exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -73,6 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     if result.signal:
         print(f"checkpoint saved; continue with: {resume_command(argv, name)}", flush=True)
         return 128 + result.signal
+    return _export_final(exp_dir, export_formats) if export_formats else 0
+
+
+def _export_formats(value: str | None) -> list[str]:
+    """The `--export` formats, checked (names and installed runtimes) before anything is trained."""
+    if value is None:
+        return []
+    from jaxrl_dist.export import parse_formats, require
+
+    formats = parse_formats(value)
+    require(formats)
+    return formats
+
+
+def _export_final(exp_dir: Path, formats: list[str]) -> int:
+    """Exports the final checkpoint; a failure leaves the trained run intact and says how to retry."""
+    from jaxrl_dist.errors import UserError
+    from jaxrl_dist.export import export_policy
+    from jaxrl_dist.io.policy import load_policy
+
+    try:
+        export_policy(load_policy(exp_dir), formats, log=lambda line: print(f"export {line}", flush=True))
+    except UserError as e:
+        retry = shlex.join(["python", "-m", "jaxrl_dist.export", "--experiment", str(exp_dir), "--format",
+                            ",".join(formats)])
+        print(f"error: training finished and was saved, but the export failed: {e}\nretry with: {retry}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
