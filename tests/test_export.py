@@ -232,6 +232,9 @@ def test_bad_input_is_one_line_and_writes_nothing(trained: Path, tmp_path: Path)
     assert no_step.returncode == 2 and "no checkpoint for step 7" in no_step.stderr and "available steps" in no_step.stderr
     assert not (tmp_path / "o1").exists()
 
+    bad_step = run(export_cmd(trained, "--step", "last", "--out", str(tmp_path / "o1")))
+    assert bad_step.returncode == 2 and "'latest' or 'best'" in bad_step.stderr and not (tmp_path / "o1").exists()
+
     bad_format = run(export_cmd(trained, "--format", "tflite", "--out", str(tmp_path / "o2")))
     assert bad_format.returncode == 2 and "onnx, savedmodel, all" in bad_format.stderr
     assert not (tmp_path / "o2").exists()

@@ -75,6 +75,7 @@ def require(formats: list[str]) -> None:
 
 
 def default_out(policy: LoadedPolicy) -> Path:
+    """`<experiment>/export/<step>/`, the step being the checkpoint's env-step count (also for `--step best`)."""
     return policy.experiment / EXPORT_DIR / str(policy.step)
 
 

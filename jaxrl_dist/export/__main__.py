@@ -1,4 +1,4 @@
-"""`python -m jaxrl_dist.export --experiment DIR [--step N] --format onnx|savedmodel|all [--out DIR]`."""
+"""`python -m jaxrl_dist.export --experiment DIR [--step N|latest|best] --format onnx|savedmodel|all [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Export a trained policy from a checkpoint to ONNX and/or a TensorFlow SavedModel.",
     )
     p.add_argument("--experiment", required=True, help="experiment directory, e.g. experiments/dqn_cartpole")
-    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--step", default="latest",
+                   help="checkpoint: an env-step count, 'latest' (default) or 'best' (the best evaluation's)")
     p.add_argument("--format", default="onnx", help="onnx, savedmodel, all, or a comma-separated list (default onnx)")
     p.add_argument("--out", type=Path, help="output folder (default: <experiment>/export/<step>/)")
     p.add_argument("--samples", type=int, default=1000,

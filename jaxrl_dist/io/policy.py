@@ -16,7 +16,7 @@ from jaxrl_dist.config import Config, build
 from jaxrl_dist.envs import EnvSpec
 from jaxrl_dist.errors import UserError
 from jaxrl_dist.io.checkpoint import Checkpointer
-from jaxrl_dist.io.experiment import CHECKPOINT_DIR
+from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR
 
 
 def checkpoint_target(cfg: Config, spec: EnvSpec, actors: int) -> dict[str, Any]:
@@ -76,21 +76,48 @@ class LoadedPolicy:
         return self.algo.inference(self.params, obs)
 
 
-def load_policy(experiment: str | Path, step: int | None = None) -> LoadedPolicy:
-    """Rebuilds the inference-only policy of checkpoint `step` (None: the latest) of an experiment directory.
+def parse_step(value: str | int | None) -> int | str | None:
+    """A `--step` argument: an env-step count, `latest` (None) or `best`.
+
+    Raises:
+        UserError: Anything else.
+    """
+    if value is None or value == "latest":
+        return None
+    if value == "best":
+        return "best"
+    try:
+        step = int(value)
+    except (TypeError, ValueError):
+        step = -1
+    if step < 0:
+        raise UserError(f"--step {value!r} is not allowed: use an env-step count (>= 0), 'latest' or 'best'")
+    return step
+
+
+def load_policy(experiment: str | Path, step: int | str | None = None) -> LoadedPolicy:
+    """Rebuilds the inference-only policy of an experiment's checkpoint.
+
+    Args:
+        experiment: The experiment directory.
+        step: An env-step count in `checkpoints/`, None (or "latest") for the latest one there, or "best" for the
+            checkpoint of the best evaluation (`checkpoints_best/`).
 
     Raises:
         UserError: The experiment directory or its checkpoints are missing, `step` has no checkpoint (the message
             lists the available steps), or the checkpoint is damaged.
     """
+    step = parse_step(step)
     exp = Path(experiment).expanduser().absolute()
     if not exp.is_dir():
         raise UserError(f"experiment directory {exp} does not exist")
-    ckpt_dir = exp / CHECKPOINT_DIR
+    folder = BEST_CHECKPOINT_DIR if step == "best" else CHECKPOINT_DIR
+    ckpt_dir = exp / folder
     if not ckpt_dir.is_dir():
-        raise UserError(f"no checkpoint in {exp}: it has no {CHECKPOINT_DIR}/ folder (has the run saved one yet?)")
-    tree, meta = load_checkpoint(ckpt_dir, step)
+        what = "best checkpoint (did the run evaluate?)" if step == "best" else "checkpoint (has the run saved one yet?)"
+        raise UserError(f"no {what} in {exp}: it has no {folder}/ folder")
+    tree, meta = load_checkpoint(ckpt_dir, None if step == "best" else step)  # type: ignore[arg-type]
     cfg, spec = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"])
     algo = make_algorithm(spec, cfg)
-    saved_step = int(meta["counters"]["env_steps"]) if step is None else step
+    saved_step = int(meta["counters"]["env_steps"])
     return LoadedPolicy(exp, saved_step, cfg, spec, algo, algo.actor_params(tree["learner"]), meta)
