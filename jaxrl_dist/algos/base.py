@@ -7,7 +7,8 @@ how gradients are reduced across devices; the algorithm never touches threads, d
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 
@@ -61,3 +62,28 @@ class Algorithm(NamedTuple):
     actor_params: Callable[[Any], Any]
     exploration: Callable[[int], float]
     inference: Callable[[Any, jax.Array], dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmDef:
+    """An algorithm as the system knows it: its config section, its builder and what its learner consumes.
+
+    Built-in algorithms are registered under a short name (`dqn`); a user's is named in the config as
+    `algo.name: package.module:NAME`, where `NAME` is an `AlgorithmDef` (see the README, "Extending jaxrl_dist").
+
+    Attributes:
+        config: The frozen dataclass of the `algo` config section. It needs a `name: str` field (the config's
+            `algo.name`); every other field is a hyperparameter with a default, documented like the built-ins'
+            (`jaxrl_dist.config.schema.fld`), and `--set algo.KEY=VALUE` reaches it.
+        make: `make(spec, cfg, grad_reduce) -> Algorithm`, the pure functions for an env spec and the whole config
+            (`cfg.algo` is an instance of `config`). `update` must reduce its gradients with `grad_reduce` (identity
+            on one device, a collective where the system shards the batch).
+        data: What the learner feeds `update`: "replay", a `Transition` batch `[B, ...]` sampled from the host
+            replay (n-step returns precomputed with `cfg.algo.gamma` and `cfg.algo.n_step` when the config has them).
+        action_kinds: The action spaces it handles: "discrete", "continuous" or both.
+    """
+
+    config: type
+    make: Callable[..., Algorithm]
+    data: Literal["replay"] = "replay"
+    action_kinds: tuple[str, ...] = ("discrete", "continuous")

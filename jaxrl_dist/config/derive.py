@@ -9,6 +9,10 @@ import os
 from jaxrl_dist.config.schema import Config
 from jaxrl_dist.errors import ConfigError
 
+# Seeds of the training envs are `train.seed * 10_007 + env_steps + i`; evaluation envs start this far above, so the
+# two never share an instance seed unless eval.env_seed says so.
+EVAL_SEED_OFFSET = 1_000_003
+
 
 @dataclasses.dataclass(frozen=True)
 class Sizes:
@@ -20,7 +24,8 @@ class Sizes:
     write_margin: int  # most transitions one actor may write in one add (n-step flushes included)
     ratio_slack: int  # env steps an actor may run ahead of the replay ratio
     updates_per_call: int
-    eval_envs: int
+    eval_envs: int  # one env per evaluation episode, stepped side by side
+    eval_seed: int  # eval env i is seeded with eval_seed + i, in every evaluation (and in offline `evaluate`)
 
 
 def derive(cfg: Config) -> Sizes:
@@ -63,12 +68,9 @@ def derive(cfg: Config) -> Sizes:
             f"config key 'train.max_staleness': value {train.max_staleness} is below roles.learner.updates_per_call"
             f"={k}: parameters are published once per call; allowed: >= {k}"
         )
-    algo = cfg.algo
-    if algo.eps_end > algo.eps_start:
-        raise ConfigError(
-            f"config key 'algo.eps_end': value {algo.eps_end} is above algo.eps_start={algo.eps_start}; "
-            f"allowed: <= {algo.eps_start}"
-        )
+    check = getattr(cfg.algo, "check", None)  # an algorithm config's rules between its own fields
+    if callable(check):
+        check()
     if cfg.network.torso == "nature_cnn" and not cfg.network.hidden:
         raise ConfigError("config key 'network.hidden': the nature_cnn torso needs at least one hidden layer size")
     # Actors may run ahead of the ratio by `slack` env steps. It must cover one learner call (k updates need
@@ -88,7 +90,15 @@ def derive(cfg: Config) -> Sizes:
         ratio_slack=slack,
         updates_per_call=k,
         eval_envs=cfg.eval.episodes,
+        eval_seed=eval_seed(cfg),
     )
+
+
+def eval_seed(cfg: Config) -> int:
+    """The seed of evaluation env 0: `eval.env_seed`, or one derived from `train.seed` when that is null."""
+    if cfg.eval.env_seed is not None:
+        return cfg.eval.env_seed
+    return cfg.train.seed * 10_007 + EVAL_SEED_OFFSET
 
 
 def validate(cfg: Config) -> None:

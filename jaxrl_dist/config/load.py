@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from jaxrl_dist.config.schema import ALGO_CONFIGS, Config
-from jaxrl_dist.errors import ConfigError
+from jaxrl_dist.errors import ConfigError, UserError
 
 GLOBAL_KEY = "$global"
 
@@ -125,9 +125,40 @@ def load_config(path: str | Path, overrides: list[str] | None = None, seed: int 
     cfg = build(data, source=str(path))
     try:
         validate(cfg)
+        _check_torso(cfg)
+        _check_wrappers(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return cfg
+
+
+def _check_wrappers(cfg: Config) -> None:
+    if not cfg.env.wrappers:
+        return
+    from jaxrl_dist.envs.wrappers import parse_wrappers
+
+    try:
+        parse_wrappers(cfg.env.wrappers)
+    except UserError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _check_torso(cfg: Config) -> None:
+    """`network.torso` names a built-in torso or an importable flax Module taking `network.kwargs`."""
+    from jaxrl_dist.networks.torsos import BUILTIN_TORSOS
+
+    torso = cfg.network.torso
+    if torso in BUILTIN_TORSOS and not cfg.network.kwargs:
+        return
+    if torso in BUILTIN_TORSOS:
+        raise ConfigError(f"config key 'network.kwargs' is only for a custom torso; '{torso}' takes network.hidden "
+                          f"and network.activation")
+    from jaxrl_dist.networks import resolve_torso  # imports flax (and a custom torso's module)
+
+    try:
+        resolve_torso(torso, cfg.network.kwargs)
+    except UserError as e:
+        raise ConfigError(f"config key 'network.torso': {e}") from None
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -138,9 +169,17 @@ def _section_type(name: str, data: dict[str, Any]) -> Any:
     if name == "algo":
         algo = data.get("algo") if isinstance(data.get("algo"), dict) else {}
         algo_name = (algo or {}).get("name", "dqn")
+        if isinstance(algo_name, str) and ":" in algo_name:  # a user's AlgorithmDef: importing it imports JAX
+            from jaxrl_dist.algos import resolve_algorithm
+
+            try:
+                return resolve_algorithm(algo_name).config
+            except UserError as e:
+                raise ConfigError(f"config key 'algo.name': {e}") from None
         if algo_name not in ALGO_CONFIGS:
             raise ConfigError(
-                f"config key 'algo.name': value {algo_name!r} is not allowed; allowed: {', '.join(sorted(ALGO_CONFIGS))}"
+                f"config key 'algo.name': value {algo_name!r} is not allowed; allowed: "
+                f"{', '.join(sorted(ALGO_CONFIGS))}, or 'package.module:NAME' of your own AlgorithmDef"
             )
         return ALGO_CONFIGS[algo_name]
     hints = typing.get_type_hints(Config)
@@ -229,6 +268,8 @@ def _coerce(typ: Any, value: Any) -> Any:
         return value
     if typ is dict and isinstance(value, dict):
         return dict(value)
+    if typ is list and isinstance(value, (list, tuple)):
+        return list(value)
     raise ValueError
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Optional
 
+from jaxrl_dist.errors import ConfigError
+
 
 def fld(default: Any, doc: str, **limits: float) -> Any:
     """A dataclass field with a doc string and numeric limits (ge, gt, le, lt) in its metadata."""
@@ -34,16 +36,21 @@ class EnvConfig:
     num_threads: int = fld(0, "EnvPool worker threads per actor; 0 means min(cpu count, num_envs).", ge=0)
     max_episode_steps: int = fld(0, "Time limit (truncation) in env steps; 0 keeps the env's own.", ge=0)
     kwargs: dict = fld({}, "Extra keyword arguments for envpool.make or the env constructor.")
+    wrappers: list = fld([], "Env wrappers, first innermost: `frame_stack: K`, or `package.module:Class` of a VecEnvWrapper.")
 
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
     """The function approximator: a torso and the algorithm's head."""
 
-    torso: Literal["mlp", "nature_cnn"] = fld("mlp", "Torso: an MLP or the Nature-DQN CNN (for [C,84,84] frames).")
+    torso: str = fld(
+        "mlp", "Torso: `mlp`, `nature_cnn` (for [C,84,84] frames) or `package.module:Class` (a flax Module)."
+    )
     hidden: tuple[int, ...] = fld((256, 256), "Hidden layer sizes of the MLP (or of the MLP after the CNN).", ge=1)
     activation: Literal["relu", "tanh", "gelu", "silu"] = fld("relu", "Activation between layers.")
     dueling: bool = fld(False, "Dueling value/advantage head (DQN family).")
+    kwargs: dict = fld({}, "Keyword arguments of a custom torso class (network.torso: package.module:Class).")
+    normalize_obs: bool = fld(False, "Standardise observations with running statistics kept in the learner state.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +71,14 @@ class DQNConfig:
     eps_start: float = fld(1.0, "Initial exploration epsilon.", ge=0.0, le=1.0)
     eps_end: float = fld(0.05, "Final exploration epsilon.", ge=0.0, le=1.0)
     eps_decay_steps: int = fld(10_000, "Env steps over which epsilon decays linearly.", ge=1)
+
+    def check(self) -> None:
+        """Rules between fields (called by `derive.validate`); raises ConfigError."""
+        if self.eps_end > self.eps_start:
+            raise ConfigError(
+                f"config key 'algo.eps_end': value {self.eps_end} is above algo.eps_start={self.eps_start}; "
+                f"allowed: <= {self.eps_start}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +107,20 @@ class LearnerRoleConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluatorRoleConfig:
+    """The evaluator: its own thread in async mode (inline in serial mode), its own env instances."""
+
+    device: str = fld("auto", "JAX device for evaluation inference: auto, cpu, cpu:N, gpu:N.")
+
+
+@dataclasses.dataclass(frozen=True)
 class RolesConfig:
     """The data-flow graph on one node: actors -> replay -> learner -> actors, plus the evaluator."""
 
     mode: Literal["async", "serial"] = fld("async", "async: role threads; serial: one deterministic thread.")
     actor: ActorRoleConfig = section(ActorRoleConfig)
     learner: LearnerRoleConfig = section(LearnerRoleConfig)
+    evaluator: EvaluatorRoleConfig = section(EvaluatorRoleConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +133,7 @@ class TrainConfig:
     ratio_slack: int = fld(0, "Env steps actors may run ahead of the ratio; 0 = auto: ceil(K / replay_ratio) + 4 env batches per actor.", ge=0)
     max_staleness: int = fld(64, "Most learner updates an actor's parameters may lag before it waits.", ge=0)
     seed: int = fld(0, "Seed of networks, exploration and env instances.", ge=0)
+    reward_scale: float = fld(1.0, "Rewards are multiplied by this for learning (reported returns are unscaled).", gt=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +143,12 @@ class EvalConfig:
     interval: int = fld(10_000, "Env steps between evaluations; 0 disables evaluation.", ge=0)
     episodes: int = fld(10, "Episodes per evaluation (run in parallel, one per env).", ge=1)
     target_return: Optional[float] = fld(None, "Stop training at the first evaluation whose mean reaches this.")
+    env_seed: Optional[int] = fld(
+        None, "Seed of the evaluation envs (env i: env_seed + i, the same in every evaluation); null: from train.seed.",
+        ge=0,
+    )
+    video: bool = fld(False, "Record one episode (env 0) per evaluation as MP4 under videos/ and a GIF in TensorBoard.")
+    video_fps: int = fld(30, "Frames per second of the recorded videos.", ge=1)
 
 
 @dataclasses.dataclass(frozen=True)

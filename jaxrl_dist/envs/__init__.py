@@ -7,5 +7,6 @@ from jaxrl_dist.envs.base import BaseEnv, Box, Discrete
 from jaxrl_dist.envs.spec import EnvSpec, StepBatch
 from jaxrl_dist.envs.stats import EpisodeStats
 from jaxrl_dist.envs.vector import VecEnv, make_env
+from jaxrl_dist.envs.wrappers import VecEnvWrapper
 
-__all__ = ["BaseEnv", "Box", "Discrete", "EnvSpec", "EpisodeStats", "StepBatch", "VecEnv", "make_env"]
+__all__ = ["BaseEnv", "Box", "Discrete", "EnvSpec", "EpisodeStats", "StepBatch", "VecEnv", "VecEnvWrapper", "make_env"]

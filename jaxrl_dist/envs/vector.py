@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import inspect
 from typing import Any, Protocol
 
@@ -72,8 +71,9 @@ def make_env(
     max_episode_steps: int = 0,
     backend: str = "auto",
     kwargs: dict[str, Any] | None = None,
+    wrappers: list[Any] | None = None,
 ) -> VecEnv:
-    """Builds a `VecEnv` for `env_id`.
+    """Builds a `VecEnv` for `env_id`, wrapped in `wrappers` (see `jaxrl_dist.envs.wrappers`).
 
     Args:
         env_id: an EnvPool task ("CartPole-v1"), `package.module:ClassName` of a `BaseEnv` subclass, or a gymnasium
@@ -86,10 +86,28 @@ def make_env(
             gymnasium's registration).
         backend: "auto", "envpool", "custom" or "gymnasium"; "auto" decides from the form of `env_id`.
         kwargs: keyword arguments for `envpool.make`, the custom class's constructor or `gymnasium.make`.
+        wrappers: the config's `env.wrappers` list, applied first item innermost.
 
     Raises:
-        UserError: for an unknown id (with close EnvPool ids), a bad `module:Class`, or out-of-range sizes.
+        UserError: for an unknown id (with close EnvPool ids), a bad `module:Class`, out-of-range sizes, or a bad
+            wrapper.
     """
+    env = _make_backend_env(env_id, num_envs, batch_size, num_threads, seed, max_episode_steps, backend, kwargs)
+    if not wrappers:
+        return env
+    from jaxrl_dist.envs.wrappers import apply_wrappers
+
+    try:
+        return apply_wrappers(env, wrappers)
+    except BaseException:
+        env.close()
+        raise
+
+
+def _make_backend_env(
+    env_id: str, num_envs: int, batch_size: int | None, num_threads: int, seed: int, max_episode_steps: int,
+    backend: str, kwargs: dict[str, Any] | None,
+) -> VecEnv:
     batch_size = num_envs if batch_size is None else batch_size
     _check_sizes(num_envs, batch_size, num_threads, max_episode_steps)
     backend = resolve_backend(env_id, backend)
@@ -186,21 +204,12 @@ def load_env_class(path: str) -> type[BaseEnv]:
     """Imports `package.module:ClassName` and checks that it is a `BaseEnv` subclass.
 
     Raises:
-        UserError: module not found, class missing, or not a BaseEnv subclass. Errors raised while executing the
-            module itself propagate unchanged, with their traceback, since they are bugs in that module.
+        UserError: module not found or failing to import, class missing, or not a BaseEnv subclass.
     """
-    module_name, _, class_name = path.partition(":")
-    if not module_name or not class_name:
-        raise UserError(f"custom env '{path}' is not allowed; expected 'package.module:ClassName'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module_name != e.name and not module_name.startswith(e.name + "."):
-            raise UserError(f"custom env '{path}': importing module '{module_name}' failed: {e}") from e
-        raise UserError(f"custom env '{path}': module '{module_name}' not found") from e
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise UserError(f"custom env '{path}': module '{module_name}' has no attribute '{class_name}'")
+    from jaxrl_dist.plugins import import_object
+
+    cls = import_object(path, "custom env")
+    class_name = path.partition(":")[2]
     if not (isinstance(cls, type) and issubclass(cls, BaseEnv)):
         raise UserError(f"custom env '{path}': '{class_name}' is not a subclass of jaxrl_dist.envs.BaseEnv")
     if inspect.isabstract(cls):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxrl_dist.errors import UserError
+from jaxrl_dist.plugins import import_object, is_plugin_path
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -55,8 +59,42 @@ class NatureCNN(nn.Module):
         return MLP(self.hidden, self.activation)(x)
 
 
-def make_torso(kind: str, hidden: Sequence[int], activation: str) -> nn.Module:
-    """The torso named by `network.torso`."""
+BUILTIN_TORSOS = ("mlp", "nature_cnn")
+
+
+def resolve_torso(kind: str, kwargs: dict[str, Any] | None = None) -> type[nn.Module] | None:
+    """The class of a custom torso `package.module:Class`, checked against its keyword arguments; None for a
+    built-in name.
+
+    Raises:
+        UserError: An unknown built-in name, a module that does not import, a class that is not a flax Module, or
+            keyword arguments its constructor does not take.
+    """
+    if not is_plugin_path(kind):
+        if kind not in BUILTIN_TORSOS:
+            raise UserError(f"network torso {kind!r} is not allowed; allowed: {', '.join(BUILTIN_TORSOS)}, or "
+                            f"'package.module:Class' of a flax.linen.Module")
+        return None
+    cls = import_object(kind, "custom torso")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise UserError(f"custom torso '{kind}' is not a flax.linen.Module subclass")
+    try:
+        inspect.signature(cls).bind(**(kwargs or {}))
+    except TypeError as e:
+        raise UserError(f"custom torso '{kind}': network.kwargs {sorted(kwargs or {})} do not fit its fields: {e}"
+                        ) from None
+    return cls
+
+
+def make_torso(kind: str, hidden: Sequence[int], activation: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """The torso named by `network.torso`: `[B, ...]` observations -> `[B, F]` features.
+
+    A custom torso (`package.module:Class`) is built as `Class(**kwargs)`; `hidden` and `activation` configure the
+    built-in ones only.
+    """
+    custom = resolve_torso(kind, kwargs)
+    if custom is not None:
+        return custom(**(kwargs or {}))
     if kind == "nature_cnn":
         return NatureCNN(tuple(hidden), activation)
     return MLP(tuple(hidden), activation)

@@ -1,41 +1,160 @@
-"""Evaluation: full episodes with the greedy / deterministic policy on env instances of its own."""
+"""The evaluator role: full episodes with the greedy / deterministic policy on env instances of its own.
+
+Every evaluation builds fresh envs with the same seeds (env i: `eval_seed + i`), so its result depends on the
+parameters alone: two evaluations of one checkpoint, in a run or offline with `python -m jaxrl_dist.evaluate`, give
+the same returns. In async mode the evaluator is its own thread (`run_thread`) that takes the newest learner state
+every `eval.interval` env steps and hands its results to the driver; in serial mode the driver calls `evaluate`
+inline, which keeps the run deterministic.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import queue
+import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from jaxrl_dist.algos.base import Algorithm
-from jaxrl_dist.envs import VecEnv
+from jaxrl_dist.envs import EnvSpec, VecEnv
+from jaxrl_dist.io.video import EpisodeVideo, RenderError, frame_getter
+from jaxrl_dist.roles.lifetime import Lifetime, Timers
+
+POLL_S = 0.02  # how often the evaluator thread checks whether an evaluation is due
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What one evaluation evaluates: a learner state and the counters at the moment it was taken."""
+
+    env_steps: int
+    updates: int
+    state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    """One evaluation: `eval/episode_return` and `eval/episode_length` (mean, std, min, max) of `snapshot`."""
+
+    snapshot: Snapshot
+    stats: dict[str, float]
+    video: Path | None = None
+
+    @property
+    def mean_return(self) -> float:
+        return self.stats["eval/episode_return"]
 
 
 class Evaluator:
-    """Runs one episode in each of its envs (run side by side) and reports the returns.
+    """Runs one episode in each of `episodes` envs, side by side, and reports the returns.
 
     Args:
-        env: a synchronous vectorized env with one env per episode to evaluate.
-        algo: the algorithm (its `eval_act` is used).
+        make_env: `make_env(render)` builds the evaluation envs (the same seeds on every call); with `render`, env 0
+            is built so that it can render frames.
+        spec: the env spec (observation shape and dtype, to compile the policy ahead of the first evaluation).
+        algo: the algorithm; its `eval_act` is the policy and `actor_params` picks its parameters from a state.
         device: where inference runs.
-        max_steps: safety bound on the steps of one evaluation.
+        video: `video(step)` starts recording env 0's episode, labelled with env step `step` (None: no videos).
+        probe: checks, before the first recording, that the env renders: None if it does, else why not (see
+            `jaxrl_dist.io.video.probe_render`; a renderer can crash the process it runs in).
+        warn: prints a one-line warning (a renderer that fails).
+        env_id: the env's id, for that warning.
+        max_steps: safety bound on the env rounds of one evaluation.
     """
 
-    def __init__(self, env: VecEnv, algo: Algorithm, device: jax.Device, max_steps: int = 1_000_000) -> None:
-        self.env, self.device, self.max_steps = env, device, max_steps
+    def __init__(
+        self,
+        make_env: Callable[[bool], VecEnv],
+        spec: EnvSpec,
+        algo: Algorithm,
+        device: jax.Device,
+        *,
+        video: Callable[[int], EpisodeVideo] | None = None,
+        probe: Callable[[], str | None] | None = None,
+        warn: Callable[[str], None] = print,
+        env_id: str = "",
+        max_steps: int = 1_000_000,
+    ) -> None:
+        self.make_env, self.spec, self.algo, self.device = make_env, spec, algo, device
+        self.video, self.probe, self.warn, self.max_steps = video, probe, warn, max_steps
+        self.env_id = env_id
         self._act = jax.jit(algo.eval_act)
 
-    def warmup(self, params: Any) -> None:
-        """Compiles the evaluation policy ahead of the first evaluation."""
-        spec = self.env.spec
-        obs = np.zeros((self.env.num_envs, *spec.obs_shape), spec.obs_dtype)
+    def warmup(self, params: Any, num_envs: int) -> None:
+        """Compiles the evaluation policy for a `[num_envs, ...]` batch ahead of the first evaluation."""
+        obs = np.zeros((num_envs, *self.spec.obs_shape), self.spec.obs_dtype)
         jax.block_until_ready(self._act(jax.device_put(params, self.device), obs))
 
-    def run(self, params: Any, timeout: float = 600.0) -> dict[str, float]:
-        """Evaluates `params`; returns `eval/episode_return` and `eval/episode_length` mean, std, min and max."""
-        env, n = self.env, self.env.num_envs
-        params = jax.device_put(params, self.device)
+    def evaluate(self, snapshot: Snapshot, *, stop: threading.Event | None = None, timeout: float = 600.0
+                 ) -> EvalResult | None:
+        """Evaluates the actor parameters of `snapshot.state` (a video labelled with its env steps, if videos are
+        on); None if `stop` was set before the episodes ended."""
+        params = self.algo.actor_params(snapshot.state)
+        out = self.run(params, stop=stop, video_step=snapshot.env_steps, timeout=timeout)
+        if out is None:
+            return None
+        stats, video = out
+        return EvalResult(snapshot, stats, video)
+
+    def run(
+        self, params: Any, *, stop: threading.Event | None = None, video_step: int | None = None,
+        timeout: float = 600.0,
+    ) -> tuple[dict[str, float], Path | None] | None:
+        """Runs the episodes with `params`; returns (stats, video file) or None if `stop` was set first.
+
+        Raises:
+            TimeoutError: The episodes did not end within `timeout` seconds.
+        """
+        if video_step is not None:
+            self._check_renderer()
+        clip = self.video(video_step) if self.video is not None and video_step is not None else None
+        env = self.make_env(clip is not None)
+        try:
+            grab = self._frame_getter(env) if clip is not None else None
+            if grab is None and clip is not None:
+                clip = None
+            result = self._episodes(env, jax.device_put(params, self.device), stop, timeout, clip, grab)
+        except BaseException:
+            if clip is not None:
+                clip.discard()
+            raise
+        finally:
+            env.close()
+        if result is None:
+            if clip is not None:
+                clip.discard()
+            return None
+        return result, clip.close() if clip is not None else None
+
+    def _check_renderer(self) -> None:
+        """Runs the render probe once, before the first recording; turns videos off if the env cannot render."""
+        if self.video is not None and self.probe is not None:
+            reason, self.probe = self.probe(), None
+            if reason is not None:
+                self._video_off(reason)
+
+    def _frame_getter(self, env: VecEnv) -> Callable[[int], np.ndarray] | None:
+        try:
+            return frame_getter(env)
+        except RenderError as err:
+            self._video_off(str(err))
+            return None
+
+    def _video_off(self, reason: str) -> None:
+        """Warns once and records no more videos; training goes on."""
+        if self.video is not None:
+            self.warn(f"warning: env {self.env_id} cannot render ({reason}); eval.video is off for this run")
+        self.video = None
+
+    def _episodes(
+        self, env: VecEnv, params: Any, stop: threading.Event | None, timeout: float,
+        clip: EpisodeVideo | None, grab: Callable[[int], np.ndarray] | None,
+    ) -> dict[str, float] | None:
+        n = env.num_envs
         returns, lengths = np.zeros(n, np.float64), np.zeros(n, np.int64)
         done = np.zeros(n, bool)
         deadline = time.monotonic() + timeout
@@ -43,12 +162,22 @@ class Evaluator:
         for _ in range(self.max_steps):
             batch = env.recv(timeout=max(1.0, deadline - time.monotonic()))
             ids = batch.env_ids
+            if clip is not None and grab is not None and not done[0] and (ids == 0).any():
+                # One frame per observation of env 0: its first one, then one after every step (length + 1 frames).
+                try:
+                    clip.add(grab(0))
+                except Exception as err:  # noqa: BLE001 - any renderer failure only turns videos off
+                    clip.discard()
+                    clip = None
+                    self._video_off(f"{type(err).__name__}: {err}".splitlines()[0][:200])
             live = ~done[ids] & ~batch.first
             returns[ids[live]] += batch.reward[live]
             lengths[ids[live]] += 1
             done[ids[live & (batch.terminated | batch.truncated)]] = True
             if done.all():
-                break  # the last recv is not followed by a send, so the env can be reset for the next evaluation
+                break
+            if stop is not None and stop.is_set():
+                return None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"evaluation did not finish {n} episodes within {timeout:.0f} s")
             env.send(np.asarray(self._act(params, batch.obs)), ids)
@@ -56,6 +185,43 @@ class Evaluator:
             **_summary("eval/episode_return", returns),
             **_summary("eval/episode_length", lengths.astype(np.float64)),
         }
+
+    def run_thread(
+        self, lifetime: Lifetime, timers: Timers, take: Callable[[], Snapshot], first_due: int, interval: int,
+        results: queue.Queue[EvalResult], num_envs: int,
+    ) -> None:
+        """The evaluator thread: evaluates `take()` whenever its env steps reach the next multiple of `interval`.
+
+        The evaluator never holds back actors or learner: after an evaluation that outlasted `interval` env steps the
+        next one starts at once, and the multiples it passed collapse into that one. Results go to `results` for the
+        driver (metrics, best checkpoint, target).
+        """
+        stop = lifetime.stop_event
+        self.warmup(self.algo.actor_params(take().state), num_envs)
+        self._check_renderer()  # while the actors fill the replay, not when the first evaluation is due
+        due = first_due
+        while not stop.wait(POLL_S):
+            snapshot = take()
+            if snapshot.env_steps < due:
+                continue
+            with timers.span("eval/run"):
+                result = self.evaluate(snapshot, stop=stop)
+            if result is None:
+                return
+            due = next_multiple(snapshot.env_steps + 1, interval)
+            while not stop.is_set():
+                try:
+                    results.put(result, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+
+def next_multiple(steps: int, interval: int) -> int:
+    """The first multiple of `interval` at or above `steps` (never, for interval 0)."""
+    if interval <= 0:
+        return 1 << 62
+    return -(-steps // interval) * interval
 
 
 def _summary(name: str, values: np.ndarray) -> dict[str, float]:

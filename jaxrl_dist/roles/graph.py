@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from jaxrl_dist.algos import Algorithm, Transition, make_algorithm
+from jaxrl_dist.algos import REGISTRY, Algorithm, Transition, make_algorithm, resolve_algorithm
 from jaxrl_dist.config import Config, Sizes, derive
 from jaxrl_dist.envs import EnvSpec, VecEnv, make_env
+from jaxrl_dist.envs.vector import resolve_backend
 from jaxrl_dist.errors import ConfigError
+from jaxrl_dist.io.video import EpisodeVideo, probe_render, render_kwargs
 from jaxrl_dist.replay import NStepWriter, ReplayBuffer
 from jaxrl_dist.replay.prefetch import Prefetcher
 from jaxrl_dist.roles.actor import Actor
@@ -19,9 +22,6 @@ from jaxrl_dist.roles.evaluator import Evaluator
 from jaxrl_dist.roles.learner import Learner
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
 from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
-
-EVAL_SEED_OFFSET = 1_000_003  # evaluation envs never share seeds with training envs
-
 
 def configure_runtime() -> None:
     """Process-wide JAX settings for the roles.
@@ -81,26 +81,33 @@ class Graph:
             return  # a role that did not stop may still be inside its env; process exit releases them
         for actor in self.actors:
             actor.env.close()
-        if self.evaluator is not None:
-            self.evaluator.env.close()
 
 
 def check_fit(cfg: Config, spec: EnvSpec) -> None:
-    """Raises `ConfigError` where the config cannot work with the env (the torso, the algorithm's action kind)."""
+    """Raises `UserError` where the config cannot work with the env (the torso, observation normalisation, the
+    algorithm's action kind, what the algorithm's `make` returns)."""
     if cfg.network.torso == "nature_cnn" and len(spec.obs_shape) != 3:
         raise ConfigError(
             f"config key 'network.torso': nature_cnn needs [C, H, W] frames but env {cfg.env.id} has observations "
             f"of shape {spec.obs_shape}; allowed for it: mlp"
         )
-    if cfg.algo.name == "dqn" and spec.action_kind != "discrete":
-        raise ConfigError(f"config key 'algo.name': dqn needs discrete actions but env {cfg.env.id} has "
-                          f"{spec.action_kind} actions; allowed for it: none of the built-in algorithms yet")
+    if cfg.network.normalize_obs and not np.issubdtype(np.dtype(spec.obs_dtype), np.floating):
+        raise ConfigError(f"config key 'network.normalize_obs': env {cfg.env.id} has {spec.obs_dtype} observations; "
+                          f"normalisation is for float vectors (frames are scaled by the nature_cnn torso)")
+    kinds = resolve_algorithm(cfg.algo.name).action_kinds
+    if spec.action_kind not in kinds:
+        fits = sorted(n for n, d in REGISTRY.items() if spec.action_kind in d.action_kinds)
+        raise ConfigError(f"config key 'algo.name': {cfg.algo.name} needs {' or '.join(kinds)} actions but env "
+                          f"{cfg.env.id} has {spec.action_kind} actions; allowed for it: "
+                          f"{', '.join(fits) or 'none of the built-in algorithms yet'}")
+    make_algorithm(spec, cfg)  # a user's make() that returns something unusable fails here, before any file exists
 
 
 def preflight(cfg: Config) -> EnvSpec:
     """Checks what the config names before anything is written: devices, the env (one instance), their fit."""
     resolve_device(cfg.roles.actor.device, "roles.actor.device")
     resolve_device(cfg.roles.learner.device, "roles.learner.device")
+    resolve_device(cfg.roles.evaluator.device, "roles.evaluator.device")
     env = make_envs(cfg, derive(cfg), 1, 1, 1, cfg.train.seed)[0]
     try:
         check_fit(cfg, env.spec)
@@ -109,22 +116,41 @@ def preflight(cfg: Config) -> EnvSpec:
         env.close()
 
 
+def env_args(cfg: Config, sizes: Sizes, num_envs: int, batch: int, seed: int, render: bool = False
+             ) -> dict[str, Any]:
+    """`make_env` keyword arguments for `num_envs` envs of the config's env (made to render frames if `render`)."""
+    e = cfg.env
+    kwargs = {**render_kwargs(resolve_backend(e.id, e.backend)), **e.kwargs} if render else dict(e.kwargs)
+    return dict(env_id=e.id, num_envs=num_envs, batch_size=batch, num_threads=min(sizes.env_threads, num_envs),
+                seed=seed, max_episode_steps=e.max_episode_steps, backend=e.backend, kwargs=kwargs,
+                wrappers=e.wrappers)
+
+
 def make_envs(cfg: Config, sizes: Sizes, count: int, num_envs: int, batch: int, seed: int) -> list[VecEnv]:
     """`count` vectorized envs of `num_envs` each, with disjoint seeds."""
-    e = cfg.env
-    return [
-        make_env(
-            e.id,
-            num_envs=num_envs,
-            batch_size=batch,
-            num_threads=min(sizes.env_threads, num_envs),
-            seed=seed + i * num_envs,
-            max_episode_steps=e.max_episode_steps,
-            backend=e.backend,
-            kwargs=dict(e.kwargs),
-        )
-        for i in range(count)
-    ]
+    return [make_env(**env_args(cfg, sizes, num_envs, batch, seed + i * num_envs)) for i in range(count)]
+
+
+def make_evaluator(cfg: Config, sizes: Sizes, spec: EnvSpec, algo: Algorithm, episodes: int, seed: int,
+                   device: str | None = None) -> Evaluator:
+    """An evaluator of `episodes` greedy episodes on envs seeded `seed + i`, rebuilt for every evaluation, with
+    inference on `device` (default: `roles.evaluator.device`).
+
+    Videos are off; `attach_video` turns them on once the output folder is known.
+    """
+    key = "roles.evaluator.device" if device is None else "--device"
+    jax_device = resolve_device(cfg.roles.evaluator.device if device is None else device, key)
+    return Evaluator(lambda render: make_env(**env_args(cfg, sizes, episodes, episodes, seed, render)), spec, algo,
+                     jax_device, env_id=cfg.env.id)
+
+
+def attach_video(evaluator: Evaluator, cfg: Config, sizes: Sizes, video: Callable[[int], EpisodeVideo],
+                 warn: Callable[[str], None], seed: int | None = None) -> None:
+    """Records env 0's episode of each evaluation with `video` (a `jaxrl_dist.io.video.recorder`), after checking
+    in a child process that the env renders (`warn` reports it once if it does not)."""
+    args = env_args(cfg, sizes, 1, 1, sizes.eval_seed if seed is None else seed, render=True)
+    evaluator.video, evaluator.warn = video, warn
+    evaluator.probe = functools.partial(probe_render, args)
 
 
 def transition_example(spec: EnvSpec) -> Transition:
@@ -196,7 +222,6 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         )
     evaluator = None
     if cfg.eval.interval > 0:
-        eval_env = make_envs(cfg, sizes, 1, sizes.eval_envs, sizes.eval_envs, seed * 10_007 + EVAL_SEED_OFFSET)[0]
-        evaluator = Evaluator(eval_env, algo, actor_device)
+        evaluator = make_evaluator(cfg, sizes, spec, algo, sizes.eval_envs, sizes.eval_seed)
     return Graph(cfg, sizes, spec, algo, replay, store, limiter, prefetch, learner, actors, evaluator,
                  sampler_rng, lifetime, timers, learner_device)

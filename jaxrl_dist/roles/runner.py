@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import queue
 import signal
 import threading
 import time
@@ -17,9 +18,13 @@ import numpy as np
 from jaxrl_dist.config import Config, to_dict
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
 from jaxrl_dist.io.policy import checkpoint_target
-from jaxrl_dist.roles.graph import Counters, Graph, build_graph, zero_batches
+from jaxrl_dist.io.video import TensorBoardVideos, recorder
+from jaxrl_dist.roles.evaluator import EvalResult, Snapshot, next_multiple
+from jaxrl_dist.roles.graph import Counters, Graph, attach_video, build_graph, zero_batches
 
 JOIN_TIMEOUT_S = 10.0
+BEST_DIR = "checkpoints_best"  # the checkpoint with the best eval mean so far, next to checkpoints/
+VIDEO_DIR = "videos"
 
 
 @dataclasses.dataclass
@@ -35,12 +40,17 @@ class RunResult:
 
 
 class Driver:
-    """The main thread of a run: owns metrics, checkpoints, evaluation and the progress display.
+    """The main thread of a run: owns metrics, checkpoints, the progress display, and the evaluator's results.
+
+    Evaluation runs inline in serial mode and on the evaluator thread in async mode; either way each result
+    comes through `_on_eval`, which writes its metrics line, stops a run that reached `eval.target_return`, and
+    keeps the best state, written to `checkpoints_best/` with the next checkpoint.
 
     Args:
         graph: the wired roles.
         exp_dir: the experiment directory.
         start_time: process start (`time.time()`), the origin of `wall_s`.
+        checkpointer: where checkpoints go.
     """
 
     def __init__(self, graph: Graph, exp_dir: Path, start_time: float, checkpointer: Checkpointer) -> None:
@@ -49,8 +59,8 @@ class Driver:
         self.ckpt = checkpointer
         self.metrics = MetricsWriter(exp_dir, tensorboard=cfg.log.tensorboard, start_time=start_time)
         steps = graph.limiter.env_steps
-        self.next_eval = _next_multiple(steps + 1, cfg.eval.interval)
-        self.next_ckpt = _next_multiple(steps + 1, cfg.checkpoint.interval)
+        self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
+        self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
         self.last_log = time.monotonic()
         self.last_log_steps, self.last_log_updates = steps, graph.limiter.updates
         self.best_eval: float | None = None
@@ -59,25 +69,39 @@ class Driver:
         self.returns: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
         self.last_return: float | None = None
+        self.last_eval_steps = -1
+        self.eval_results: queue.Queue[EvalResult] = queue.Queue(maxsize=4)
+        self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
+        self.best_ckpt = Checkpointer(exp_dir / BEST_DIR, keep=1)
+        self.tb_videos: TensorBoardVideos | None = None
+        if graph.evaluator is not None and cfg.eval.video:
+            self.tb_videos = TensorBoardVideos(exp_dir / "tb") if cfg.log.tensorboard else None
+            video = recorder(exp_dir / VIDEO_DIR, cfg.eval.video_fps, "eval_", self.tb_videos)
+            attach_video(graph.evaluator, cfg, graph.sizes, video, lambda msg: self.progress.log(msg))
 
     # ------------------------------------------------------------------------------------------------ entry
 
     def run(self) -> RunResult:
         cfg, g = self.cfg, self.g
         quiet = cfg.log.quiet
-        with Progress(cfg.train.total_env_steps, quiet=quiet, print_every_s=10.0) as self.progress:
-            with _signals(self._on_signal):
-                try:
-                    if cfg.roles.mode == "serial":
-                        self._run_serial()
-                    else:
-                        self._run_async()
-                finally:
-                    stuck = g.lifetime.stop(JOIN_TIMEOUT_S)
-                    if stuck:
-                        self.progress.log(f"warning: roles still running after {JOIN_TIMEOUT_S:.0f} s: {stuck}")
-            g.lifetime.check()
-            self._finish()
+        try:
+            with Progress(cfg.train.total_env_steps, quiet=quiet, print_every_s=10.0) as self.progress:
+                with _signals(self._on_signal):
+                    try:
+                        if cfg.roles.mode == "serial":
+                            self._run_serial()
+                        else:
+                            self._run_async()
+                    finally:
+                        stuck = g.lifetime.stop(JOIN_TIMEOUT_S)
+                        if stuck:
+                            self.progress.log(f"warning: roles still running after {JOIN_TIMEOUT_S:.0f} s: {stuck}")
+                g.lifetime.check()
+                self._finish()
+        finally:
+            self.best_ckpt.close()
+            if self.tb_videos is not None:
+                self.tb_videos.close()
         reason = "interrupted" if self.signal else ("solved" if self.solved else "done")
         return RunResult(g.limiter.env_steps, g.limiter.updates, time.time() - self.start_time, reason,
                          self.best_eval, self.signal)
@@ -111,8 +135,11 @@ class Driver:
         actors = [life.spawn(f"actor{a.index}", functools.partial(a.run, life, g.timers, total)) for a in g.actors]
         life.spawn("sampler", g.prefetch.run)
         learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch, warm))
-        if g.evaluator is not None:  # compile the evaluation policy while the actors fill the replay
-            g.evaluator.warmup(g.store.latest()[0])
+        if g.evaluator is not None:
+            life.spawn("evaluator", functools.partial(
+                g.evaluator.run_thread, life, g.timers, self._snapshot, self.next_eval, cfg.eval.interval,
+                self.eval_results, g.sizes.eval_envs,
+            ))  # fmt: skip
         while not life.stop_event.wait(0.02):
             if not g.limiter.finished and not any(t.is_alive() for t in actors):
                 g.limiter.finished = True  # the env-step budget is spent: release the learner to catch up
@@ -133,42 +160,64 @@ class Driver:
                 self.returns.append(returns)
                 self.lengths.append(lengths)
                 self.last_return = float(returns[-1])
-        record: dict[str, Any] = {}
-        if g.evaluator is not None and steps >= self.next_eval:
-            self.next_eval = _next_multiple(steps + 1, cfg.eval.interval)
-            record.update(self._evaluate())
+        if g.evaluator is not None and cfg.roles.mode == "serial" and steps >= self.next_eval:
+            self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
+            self._evaluate_now()
+        self._drain_evals()
         if cfg.checkpoint.interval and steps >= self.next_ckpt:
-            self.next_ckpt = _next_multiple(steps + 1, cfg.checkpoint.interval)
+            self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
             self.save()
         now = time.monotonic()
-        if record or now - self.last_log >= cfg.log.interval_s:
-            self._log(steps, now, record)
+        if now - self.last_log >= cfg.log.interval_s:
+            self._log(steps, now)
         self.progress.update(steps, ret=self.last_return)
 
-    def _evaluate(self) -> dict[str, float]:
+    def _snapshot(self) -> Snapshot:
+        """The newest learner state with its counters (read by the evaluator thread too: one tuple read)."""
+        steps = self.g.limiter.env_steps
+        state, updates = self.g.learner.snapshot
+        return Snapshot(steps, updates, state)
+
+    def _evaluate_now(self) -> None:
+        """Evaluates the newest learner state in this thread (serial mode, and the final evaluation)."""
         assert self.g.evaluator is not None
-        params, _ = self.g.store.latest()
         with self.g.timers.span("eval/run"):
-            stats = self.g.evaluator.run(params)
-        mean = stats["eval/episode_return"]
+            result = self.g.evaluator.evaluate(self._snapshot())
+        assert result is not None  # no stop event: it runs to the end
+        self._on_eval(result)
+
+    def _drain_evals(self) -> None:
+        """Takes the results the evaluator thread finished (async mode)."""
+        while True:
+            try:
+                result = self.eval_results.get_nowait()
+            except queue.Empty:
+                return
+            self._on_eval(result)
+
+    def _on_eval(self, result: EvalResult) -> None:
+        """One evaluation's metrics line (at the env steps of the parameters it evaluated), best state, target."""
+        snap, mean = result.snapshot, result.mean_return
+        self.last_eval_steps = snap.env_steps
+        self.metrics.write(snap.env_steps, {**result.stats, "eval/updates": snap.updates})
+        target = self.cfg.eval.target_return
+        if target is not None and mean >= target and not self.solved:
+            self.solved = True
+            self.progress.log(f"solved: eval return {mean:.1f} >= {target:g} at {snap.env_steps} env steps")
+            self.g.lifetime.stop_event.set()
         if self.best_eval is None or mean > self.best_eval:
             self.best_eval = mean
-        target = self.cfg.eval.target_return
-        if target is not None and mean >= target:
-            self.solved = True
-            self.progress.log(f"solved: eval return {mean:.1f} >= {target:g} at {self.g.limiter.env_steps} env steps")
-            self.g.lifetime.stop_event.set()
-        return stats
+            self.best_pending = result
 
-    def _log(self, steps: int, now: float, record: dict[str, Any]) -> None:
+    def _log(self, steps: int, now: float) -> None:
         g = self.g
         dt = max(now - self.last_log, 1e-9)
         updates = g.limiter.updates
         sps = (steps - self.last_log_steps) / dt
         ups = (updates - self.last_log_updates) / dt
-        record.update({"updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
+        record: dict[str, Any] = {"updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
                        "replay/size": g.replay.size(), "replay/prefetch_depth": g.prefetch.depth(),
-                       "params/version": g.store.version})
+                       "params/version": g.store.version}
         if self.returns:
             returns, lengths = np.concatenate(self.returns), np.concatenate(self.lengths)
             record.update({"train/episode_return": float(returns.mean()),
@@ -181,12 +230,29 @@ class Driver:
         self.last_log, self.last_log_steps, self.last_log_updates = now, steps, updates
 
     def save(self) -> None:
-        """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count)."""
+        """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count), and the
+        best evaluated state to `checkpoints_best/` if it improved since the last save."""
         g = self.g
         state, updates = g.learner.snapshot
         steps = g.limiter.env_steps
-        tree = {"learner": state, "actor_keys": jnp.stack([a.key for a in g.actors])}
-        meta = {
+        extra = g.replay.state_dict() if self.cfg.checkpoint.save_replay else None
+        with g.timers.span("checkpoint/save"):
+            self.ckpt.save(steps, self._tree(state), self._meta(steps, updates), extra)
+            best, self.best_pending = self.best_pending, None
+            if best is not None:
+                snap = best.snapshot
+                meta = {**self._meta(snap.env_steps, snap.updates), "eval": best.stats}
+                if not self.best_ckpt.save(snap.env_steps, self._tree(snap.state), meta):
+                    self.progress.log(f"warning: best checkpoint of step {snap.env_steps} not written: "
+                                      f"{self.best_ckpt.directory} holds a later step (from before a resume)")
+
+    def _tree(self, state: Any) -> dict[str, Any]:
+        """A checkpoint's arrays: the learner state and the actors' RNG keys, on the host."""
+        return jax.device_get({"learner": state, "actor_keys": jnp.stack([a.key for a in self.g.actors])})
+
+    def _meta(self, steps: int, updates: int) -> dict[str, Any]:
+        g = self.g
+        return {
             "actors": len(g.actors),
             "config": to_dict(self.cfg),
             "env_spec": g.spec.to_dict(),
@@ -195,18 +261,15 @@ class Driver:
             "sampler_rng": g.sampler_rng.bit_generator.state,
             "best_eval": self.best_eval,
         }
-        extra = g.replay.state_dict() if self.cfg.checkpoint.save_replay else None
-        with g.timers.span("checkpoint/save"):
-            self.ckpt.save(steps, jax.device_get(tree), meta, extra)
 
     def _finish(self) -> None:
         """Final evaluation (unless the last one is current), final checkpoint, last metrics line."""
         g, steps = self.g, self.g.limiter.env_steps
-        record: dict[str, Any] = {}
-        if g.evaluator is not None and not self.solved and not self.signal:
-            record.update(self._evaluate())
+        self._drain_evals()  # results the evaluator thread finished before it stopped
+        if g.evaluator is not None and not self.solved and not self.signal and self.last_eval_steps != steps:
+            self._evaluate_now()
         self.save()
-        self._log(steps, time.monotonic(), record)
+        self._log(steps, time.monotonic())
         self.metrics.close()
 
 
@@ -262,13 +325,6 @@ def run_graph(
         graph.close()
         if own:
             ckpt.close()
-
-
-def _next_multiple(steps: int, interval: int) -> int:
-    """The first multiple of `interval` at or above `steps` (never, for interval 0)."""
-    if interval <= 0:
-        return 1 << 62
-    return -(-steps // interval) * interval
 
 
 class _signals:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, no_reduce
+from jaxrl_dist.algos.common import adam, epsilon_greedy, linear_schedule
 from jaxrl_dist.config.schema import Config
 from jaxrl_dist.envs.spec import EnvSpec
 from jaxrl_dist.networks import QHead, make_torso
@@ -75,12 +76,11 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         raise ValueError(f"DQN needs a discrete action space, got {spec.action_kind}")
     algo = cfg.algo
     net = QHead(
-        make_torso(cfg.network.torso, cfg.network.hidden, cfg.network.activation),
+        make_torso(cfg.network.torso, cfg.network.hidden, cfg.network.activation, cfg.network.kwargs),
         spec.num_actions,
         cfg.network.dueling,
     )
-    clip = [optax.clip_by_global_norm(algo.max_grad_norm)] if algo.max_grad_norm > 0 else []
-    optimizer = optax.chain(*clip, optax.adam(algo.lr, eps=algo.adam_eps))
+    optimizer = adam(algo.lr, algo.adam_eps, algo.max_grad_norm)
     dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
     def q_values(params: Any, obs: jax.Array) -> jax.Array:
@@ -112,13 +112,7 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         return DQNState(params, target, opt_state, steps), metrics
 
     def act(params: Any, obs: jax.Array, key: jax.Array, eps: Any) -> tuple[jax.Array, jax.Array]:
-        # One split and one uniform draw per call: threefry calls dominate this tiny function on CPU (3x slower
-        # with separate draws for the coin and the random action).
-        key, sub = jax.random.split(key)
-        u = jax.random.uniform(sub, (2, obs.shape[0]))
-        greedy = jnp.argmax(q_values(params, obs), axis=-1)
-        random = jnp.minimum((u[1] * spec.num_actions).astype(jnp.int32), spec.num_actions - 1)
-        return jnp.where(u[0] < eps, random, greedy).astype(jnp.int32), key
+        return epsilon_greedy(q_values(params, obs), key, eps)
 
     def inference(params: Any, obs: jax.Array) -> dict[str, jax.Array]:
         """The greedy policy: `action [B]` int32 and the `q_values [B, A]` float32 it maximises."""
@@ -128,8 +122,5 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
     def eval_act(params: Any, obs: jax.Array) -> jax.Array:
         return inference(params, obs)["action"]
 
-    def exploration(env_steps: int) -> float:
-        frac = min(1.0, env_steps / algo.eps_decay_steps)
-        return algo.eps_start + frac * (algo.eps_end - algo.eps_start)
-
+    exploration = linear_schedule(algo.eps_start, algo.eps_end, algo.eps_decay_steps)
     return Algorithm(init, update, act, eval_act, lambda s: s.params, exploration, inference)

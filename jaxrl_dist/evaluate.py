@@ -1,0 +1,128 @@
+"""`python -m jaxrl_dist.evaluate --experiment DIR [--step N|best] [--episodes K] [--video]`: offline evaluation.
+
+Rebuilds the greedy policy of a saved checkpoint from its files alone and runs it exactly as the run's evaluator
+does: `--episodes` envs side by side, env i seeded `eval seed + i`. With the run's episode count and seed (the
+defaults) it reproduces the returns the run logged for that checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+START_TIME = time.time()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m jaxrl_dist.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--experiment", required=True, help="the experiment directory, e.g. experiments/dqn_cartpole")
+    p.add_argument("--step", default="latest",
+                   help="checkpoint to evaluate: an env-step count, 'latest' (default) or 'best' (checkpoints_best/)")
+    p.add_argument("--episodes", default=None, help="episodes, run side by side (default: the run's eval.episodes)")
+    p.add_argument("--env-seed", default=None, help="seed of env 0 (default: the run's evaluation seed)")
+    p.add_argument("--video", action="store_true", help="record env 0's episode under <experiment>/videos/")
+    p.add_argument("--device", default="auto", help="JAX device for inference: auto, cpu, cpu:N, gpu:N")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    return p.parse_args(argv)
+
+
+def _int_arg(flag: str, value: str | None, minimum: int) -> int | None:
+    """An integer flag value, or None if not given; UserError naming the flag otherwise."""
+    from jaxrl_dist.errors import UserError
+
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise UserError(f"{flag} {value!r} is not allowed; allowed: an integer >= {minimum}")
+    return number
+
+
+def load(experiment: str | Path, step: str) -> Any:
+    """The `LoadedPolicy` of checkpoint `step` ('latest', 'best' or an env-step count) of an experiment.
+
+    Raises:
+        UserError: No such experiment, checkpoint or step; a damaged checkpoint.
+    """
+    from jaxrl_dist.algos import make_algorithm
+    from jaxrl_dist.config import build
+    from jaxrl_dist.envs import EnvSpec
+    from jaxrl_dist.errors import UserError
+    from jaxrl_dist.io.policy import LoadedPolicy, load_checkpoint, load_policy
+    from jaxrl_dist.roles.runner import BEST_DIR
+
+    if step == "best":
+        exp = Path(experiment).expanduser().absolute()
+        if not (exp / BEST_DIR).is_dir():
+            raise UserError(f"no best checkpoint in {exp}: it has no {BEST_DIR}/ folder (did the run evaluate?)")
+        tree, meta = load_checkpoint(exp / BEST_DIR)
+        cfg, spec = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"])
+        algo = make_algorithm(spec, cfg)
+        return LoadedPolicy(exp, int(meta["counters"]["env_steps"]), cfg, spec, algo,
+                            algo.actor_params(tree["learner"]), meta)
+    return load_policy(experiment, None if step == "latest" else _int_arg("--step", step, 0))
+
+
+def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = None, video: bool = False,
+             device: str = "auto", log: Any = print) -> dict[str, Any]:
+    """Runs the run's evaluation on a loaded policy; returns its stats, with `step`, `episodes`, `env_seed`, `video`.
+
+    Raises:
+        UserError: The device does not exist, or the env cannot be built here.
+    """
+    from jaxrl_dist.config import derive
+    from jaxrl_dist.io.video import recorder
+    from jaxrl_dist.roles.graph import attach_video, configure_runtime, make_evaluator
+    from jaxrl_dist.roles.runner import VIDEO_DIR
+
+    configure_runtime()
+    cfg = policy.cfg
+    sizes = derive(cfg)
+    episodes = episodes or cfg.eval.episodes
+    seed = sizes.eval_seed if env_seed is None else env_seed
+    evaluator = make_evaluator(cfg, sizes, policy.spec, policy.algo, episodes, seed, device=device)
+    if video:
+        start = recorder(policy.experiment / VIDEO_DIR, cfg.eval.video_fps, prefix="offline_")
+        attach_video(evaluator, cfg, sizes, start, log, seed=seed)
+    log(f"evaluating step {policy.step} of {policy.experiment}: {episodes} episodes of {cfg.env.id} (env seed {seed})")
+    out = evaluator.run(policy.params, video_step=policy.step if video else None)
+    assert out is not None  # it has no stop event, so it runs to the end
+    stats, path = out
+    return {"step": policy.step, "episodes": episodes, "env_seed": seed, **stats,
+            "video": str(path) if path is not None else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from jaxrl_dist.errors import UserError
+
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else print
+    try:
+        episodes = _int_arg("--episodes", args.episodes, 1)
+        env_seed = _int_arg("--env-seed", args.env_seed, 0)
+        policy = load(args.experiment, args.step)
+        result = evaluate(policy, episodes, env_seed, args.video, args.device, log)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return 0
+    r = result
+    print(f"step {r['step']}: return {r['eval/episode_return']:.2f} +- {r['eval/episode_return_std']:.2f} "
+          f"[{r['eval/episode_return_min']:g}, {r['eval/episode_return_max']:g}], length "
+          f"{r['eval/episode_length']:.1f} over {r['episodes']} episodes", flush=True)
+    if r["video"]:
+        print(f"video: {r['video']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
