@@ -51,23 +51,9 @@ def load(experiment: str | Path, step: str) -> Any:
     Raises:
         UserError: No such experiment, checkpoint or step; a damaged checkpoint.
     """
-    from jaxrl_dist.algos import make_algorithm
-    from jaxrl_dist.config import build
-    from jaxrl_dist.envs import EnvSpec
-    from jaxrl_dist.errors import UserError
-    from jaxrl_dist.io.policy import LoadedPolicy, load_checkpoint, load_policy
-    from jaxrl_dist.roles.runner import BEST_DIR
+    from jaxrl_dist.io.policy import load_policy
 
-    if step == "best":
-        exp = Path(experiment).expanduser().absolute()
-        if not (exp / BEST_DIR).is_dir():
-            raise UserError(f"no best checkpoint in {exp}: it has no {BEST_DIR}/ folder (did the run evaluate?)")
-        tree, meta = load_checkpoint(exp / BEST_DIR)
-        cfg, spec = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"])
-        algo = make_algorithm(spec, cfg)
-        return LoadedPolicy(exp, int(meta["counters"]["env_steps"]), cfg, spec, algo,
-                            algo.actor_params(tree["learner"]), meta)
-    return load_policy(experiment, None if step == "latest" else _int_arg("--step", step, 0))
+    return load_policy(experiment, step)
 
 
 def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = None, video: bool = False,

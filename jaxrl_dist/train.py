@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the experiment from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment directory")
     p.add_argument("--quiet", action="store_true", help="plain progress lines (CI, Slurm logs)")
+    p.add_argument("--profile", action="store_true",
+                   help="record every role's spans into trace_<start>.json in the experiment (opens in Perfetto)")
     p.add_argument("--export", metavar="FORMAT",
                    help="export the final policy: onnx, savedmodel or all (see python -m jaxrl_dist.export)")
     return p.parse_args(argv)
@@ -35,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxrl_dist.errors import RoleError, UserError
     from jaxrl_dist.io import prepare_experiment_dir, resolve_experiment_dir, write_config_snapshot
 
-    overrides = list(args.overrides) + (["log.quiet=true"] if args.quiet else [])
+    overrides = list(args.overrides) + (["log.quiet=true"] if args.quiet else []) + (
+        ["log.profile=true"] if args.profile else [])
     try:
         cfg = load_config(args.config, overrides, seed=args.seed)
         name = args.exp_name or Path(args.config).stem
@@ -141,7 +144,7 @@ def _check_resume_config(exp_dir: Path, cfg: object, source: str) -> None:
 
 
 # Keys a resumed run may change: the budget and what is observed, never what shapes learning.
-RESUMABLE = ("train.total_env_steps", "log.", "eval.", "checkpoint.interval", "checkpoint.keep")
+RESUMABLE = ("train.total_env_steps", "log.", "eval.", "checkpoint.interval", "checkpoint.keep", "roles.evaluator.")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -264,8 +264,11 @@ def test_missing_tensorflow_is_a_one_line_error(trained: Path, tmp_path: Path) -
 
 
 def test_export_cli_to_out_folder(trained: Path, tmp_path: Path) -> None:
-    proc = run(export_cmd(trained, "--format", "onnx", "--out", str(tmp_path / "o"), "--samples", "100"))
+    proc = run(export_cmd(trained, "--step", "best", "--format", "onnx", "--out", str(tmp_path / "o"),
+                          "--samples", "100"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "parity on 100 random observations" in proc.stdout
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["policy.json", "policy.onnx"]
+    (best_step,) = (int(p.name) for p in (trained / "checkpoints_best").iterdir() if p.name.isdigit())
+    assert json.loads((tmp_path / "o" / "policy.json").read_text())["checkpoint_step"] == best_step
     assert onnx_format.FILE_NAME == "policy.onnx"

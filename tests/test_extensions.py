@@ -62,7 +62,7 @@ def test_extension_with_transforms_resumes_and_exports(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     tree, meta = load_checkpoint(tmp_path / "x" / "checkpoints")
     stats = tree["learner"].obs_stats
-    assert stats.mean.shape == (2, 9) and float(stats.count) > 1000  # [frames, cells], fed by every update
+    assert stats.mean.shape == (2, 9) and float(stats.count) > 300  # [frames, cells], fed by every update
     mean = np.asarray(stats.mean)  # of one-hot cells: each frame's mean sums to 1
     np.testing.assert_allclose(mean.sum(-1), 1.0, rtol=1e-4)
     assert mean.min() >= 0 and 0.1 < mean[:, 1].min() < 0.9

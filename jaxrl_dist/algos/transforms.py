@@ -23,7 +23,7 @@ VAR_EPS = 1e-8
 
 @flax.struct.dataclass
 class ObsStats:
-    """Running moments of observations: `mean`, `var` `[*obs_shape]` float32 and the sample `count` []."""
+    """Running moments of observations: `mean`, `var` `[*obs_shape]` float32 and the `count` [] of batches merged."""
 
     mean: jax.Array
     var: jax.Array
@@ -48,12 +48,13 @@ def merge_moments(stats: ObsStats, obs: jax.Array, reduce: GradReduce) -> ObsSta
     """Adds a batch `[B, *obs_shape]` to the running moments (Chan et al.'s parallel update).
 
     The batch's mean and second moment are averaged across shards by `reduce`, so every shard keeps identical
-    statistics; the count grows by the per-shard batch size either way, which only sets how fast old data fades.
+    statistics. Batches are all the same size, so `count` counts batches: the update is the same as with sample
+    counts (scaling both counts cancels), and it does not depend on how many devices split the batch.
     """
     x = obs.astype(jnp.float32)
     batch_mean, batch_sq = reduce((x.mean(axis=0), jnp.square(x).mean(axis=0)))
     batch_var = jnp.maximum(batch_sq - jnp.square(batch_mean), 0.0)
-    n = jnp.asarray(x.shape[0], jnp.float32)
+    n = jnp.float32(1.0)
     total = stats.count + n
     delta = batch_mean - stats.mean
     mean = stats.mean + delta * n / total

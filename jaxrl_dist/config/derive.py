@@ -63,6 +63,12 @@ def derive(cfg: Config) -> Sizes:
             f"train.total_env_steps={train.total_env_steps}; allowed: < {train.total_env_steps}"
         )
     k = roles.learner.updates_per_call
+    shards = roles.learner.num_devices
+    if cfg.replay.batch_size % shards:
+        raise ConfigError(
+            f"config key 'replay.batch_size': value {cfg.replay.batch_size} does not split over "
+            f"roles.learner.num_devices={shards}; allowed: a multiple of {shards}"
+        )
     if roles.mode == "async" and train.max_staleness < k:
         raise ConfigError(
             f"config key 'train.max_staleness': value {train.max_staleness} is below roles.learner.updates_per_call"

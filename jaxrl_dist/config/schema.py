@@ -100,9 +100,12 @@ class ActorRoleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LearnerRoleConfig:
-    """The learner: fused updates on one device."""
+    """The learner: fused updates on one device, or data-parallel over several (one `data` mesh axis)."""
 
-    device: str = fld("auto", "JAX device for updates: auto, cpu, cpu:N, gpu:N.")
+    device: str = fld("auto", "JAX device for updates: auto, cpu, cpu:N, gpu:N (the first, with num_devices > 1).")
+    num_devices: int = fld(
+        1, "Learner devices: `device` and the next ones of its platform; each takes batch_size / num_devices.", ge=1
+    )
     updates_per_call: int = fld(8, "Updates fused into one jitted call (lax.scan over prefetched batches).", ge=1)
 
 
@@ -159,6 +162,7 @@ class LogConfig:
     interval_s: float = fld(2.0, "Seconds between metric lines.", gt=0.0)
     tensorboard: bool = fld(True, "Write TensorBoard events under tb/.")
     quiet: bool = fld(False, "Plain progress lines instead of a live bar (also when stdout is not a TTY).")
+    profile: bool = fld(False, "Record every role's spans and write trace_<start>.json (Chrome trace events, Perfetto).")
 
 
 @dataclasses.dataclass(frozen=True)

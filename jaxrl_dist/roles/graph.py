@@ -11,9 +11,11 @@ import numpy as np
 
 from jaxrl_dist.algos import REGISTRY, Algorithm, Transition, make_algorithm, resolve_algorithm
 from jaxrl_dist.config import Config, Sizes, derive
+from jaxrl_dist.distributed import LearnerMesh
 from jaxrl_dist.envs import EnvSpec, VecEnv, make_env
 from jaxrl_dist.envs.vector import resolve_backend
 from jaxrl_dist.errors import ConfigError
+from jaxrl_dist.io.trace import TraceRecorder
 from jaxrl_dist.io.video import EpisodeVideo, probe_render, render_kwargs
 from jaxrl_dist.replay import NStepWriter, ReplayBuffer
 from jaxrl_dist.replay.prefetch import Prefetcher
@@ -35,16 +37,30 @@ def configure_runtime() -> None:
 
 def resolve_device(value: str, key: str) -> jax.Device:
     """`auto`, `cpu`, `cpu:N`, `gpu:N` (any platform name) -> a local JAX device, or a ConfigError listing them."""
+    return resolve_devices(value, 1, key)[0]
+
+
+def resolve_devices(value: str, count: int, key: str) -> list[jax.Device]:
+    """The device `value` names and the `count - 1` after it on its platform, or a ConfigError listing them."""
     devices = jax.local_devices()
+    names = ", ".join(f"{d.platform}:{i}" for i, d in enumerate(devices))
     if value == "auto":
-        return devices[0]
-    platform, _, index = value.partition(":")
+        platform, first = devices[0].platform, 0
+    else:
+        platform, _, index = value.partition(":")
+        try:
+            first = int(index or 0)
+        except ValueError:
+            first = -1
     matching = [d for d in devices if d.platform == platform]
-    try:
-        return matching[int(index or 0)]
-    except (IndexError, ValueError):
-        names = ", ".join(f"{d.platform}:{i}" for i, d in enumerate(devices))
-        raise ConfigError(f"config key '{key}': device {value!r} is not present; allowed: auto, {names}") from None
+    if not 0 <= first < len(matching):
+        raise ConfigError(f"config key '{key}': device {value!r} is not present; allowed: auto, {names}")
+    if first + count > len(matching):
+        raise ConfigError(
+            f"config key '{key}': {count} devices from {value!r} are not present ({len(matching)} {platform} devices "
+            f"here: {names}); on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N fakes N devices"
+        )
+    return matching[first:first + count]
 
 
 @dataclasses.dataclass
@@ -74,7 +90,7 @@ class Graph:
     sampler_rng: np.random.Generator
     lifetime: Lifetime
     timers: Timers
-    learner_device: jax.Device
+    placement: LearnerMesh  # the learner devices: `placement.replicated` for state, `placement.batches` for data
 
     def close(self) -> None:
         if any(t.is_alive() for t in self.lifetime.threads):
@@ -106,7 +122,7 @@ def check_fit(cfg: Config, spec: EnvSpec) -> None:
 def preflight(cfg: Config) -> EnvSpec:
     """Checks what the config names before anything is written: devices, the env (one instance), their fit."""
     resolve_device(cfg.roles.actor.device, "roles.actor.device")
-    resolve_device(cfg.roles.learner.device, "roles.learner.device")
+    resolve_devices(cfg.roles.learner.device, cfg.roles.learner.num_devices, "roles.learner.device")
     resolve_device(cfg.roles.evaluator.device, "roles.evaluator.device")
     env = make_envs(cfg, derive(cfg), 1, 1, 1, cfg.train.seed)[0]
     try:
@@ -160,7 +176,7 @@ def transition_example(spec: EnvSpec) -> Transition:
     return Transition(obs, np.zeros(spec.action_shape, action_dtype), np.float32(0), np.float32(0), obs)
 
 
-def zero_batches(spec: EnvSpec, k: int, batch: int, device: jax.Device) -> Transition:
+def zero_batches(spec: EnvSpec, k: int, batch: int, device: Any) -> Transition:
     """`[k, batch, ...]` zeros shaped like sampled batches (to compile the learner before data arrives)."""
     example = transition_example(spec)
     return jax.device_put(Transition(*(np.zeros((k, batch, *np.shape(x)), np.asarray(x).dtype) for x in example)),
@@ -174,7 +190,9 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     counters = counters or Counters()
     serial = cfg.roles.mode == "serial"
     actor_device = resolve_device(cfg.roles.actor.device, "roles.actor.device")
-    learner_device = resolve_device(cfg.roles.learner.device, "roles.learner.device")
+    placement = LearnerMesh.over(
+        resolve_devices(cfg.roles.learner.device, cfg.roles.learner.num_devices, "roles.learner.device")
+    )
     n_actors = 1 if serial else cfg.roles.actor.count
     seed = cfg.train.seed
     # A resumed run reseeds its envs (their state is not in the checkpoint) so it does not replay old episodes.
@@ -182,11 +200,11 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     envs = make_envs(cfg, sizes, n_actors, cfg.env.num_envs, sizes.env_batch, env_seed)
     spec = envs[0].spec
     check_fit(cfg, spec)
-    algo = make_algorithm(spec, cfg)
+    algo = make_algorithm(spec, cfg, placement.grad_reduce)  # the learner's update reduces over its devices
     root = jax.random.PRNGKey(seed)
     if state is None:
         state = jax.jit(algo.init)(jax.random.fold_in(root, 0))
-    state = jax.device_put(state, learner_device)
+    state = jax.device_put(state, placement.replicated)
     if keys is None:
         keys = jax.random.split(jax.random.fold_in(root, 1), n_actors)
 
@@ -199,7 +217,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     limiter = RatioLimiter(
         cfg.train.replay_ratio, start, sizes.ratio_slack, counters.env_steps, counters.updates, actors=n_actors
     )
-    lifetime, timers = Lifetime(), Timers()
+    lifetime, timers = Lifetime(), Timers(TraceRecorder() if cfg.log.profile else None)
     sampler_rng = np.random.default_rng([seed, 2])
     k, batch = sizes.updates_per_call, cfg.replay.batch_size
 
@@ -208,9 +226,9 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         return Transition(*(x.reshape(k, batch, *x.shape[1:]) for x in flat))
 
     prefetch = Prefetcher(
-        sample, lambda: replay.size() >= batch, learner_device, cfg.replay.prefetch, lifetime, timers
+        sample, lambda: replay.size() >= batch, placement.batches, cfg.replay.prefetch, lifetime, timers
     )
-    learner = Learner(algo, state, k, store, limiter)
+    learner = Learner(algo, state, k, store, limiter, placement)
     gamma, n = cfg.algo.gamma, cfg.algo.n_step
     actors = []
     for i, env in enumerate(envs):
@@ -224,4 +242,4 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     if cfg.eval.interval > 0:
         evaluator = make_evaluator(cfg, sizes, spec, algo, sizes.eval_envs, sizes.eval_seed)
     return Graph(cfg, sizes, spec, algo, replay, store, limiter, prefetch, learner, actors, evaluator,
-                 sampler_rng, lifetime, timers, learner_device)
+                 sampler_rng, lifetime, timers, placement)

@@ -6,22 +6,12 @@ import queue
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxrl_dist.algos.base import Algorithm
+from jaxrl_dist.distributed.mesh import LearnerMesh, fused_update
 from jaxrl_dist.replay.prefetch import Prefetcher
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
 from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
-
-
-def fuse_updates(update: Any) -> Any:
-    """`(state, batches [K, B, ...]) -> (state, mean metrics)`: K updates in one `lax.scan`, one dispatch."""
-
-    def many(state: Any, batches: Any) -> tuple[Any, dict[str, jax.Array]]:
-        state, metrics = jax.lax.scan(update, state, batches)
-        return state, jax.tree.map(jnp.mean, metrics)
-
-    return many
 
 
 class Learner:
@@ -33,12 +23,16 @@ class Learner:
         updates_per_call: K, the updates fused into one call.
         store: where parameters are published for actors and the evaluator.
         limiter: the replay-ratio limiter.
+        placement: the learner devices (state replicated, batches split); None for one device, where `state` is.
+            On several devices `algo` must have been built with `placement.grad_reduce`.
     """
 
-    def __init__(self, algo: Algorithm, state: Any, updates_per_call: int, store: ParamStore, limiter: RatioLimiter):
+    def __init__(self, algo: Algorithm, state: Any, updates_per_call: int, store: ParamStore, limiter: RatioLimiter,
+                 placement: LearnerMesh | None = None):
         self.algo, self.state, self.k = algo, state, updates_per_call
         self.store, self.limiter = store, limiter
-        self._update = jax.jit(fuse_updates(algo.update))
+        self.placement = placement
+        self._update = fused_update(algo.update, placement)
         self.metrics: dict[str, jax.Array] = {}  # device scalars of the last call; read only when logging
         self.snapshot = (state, limiter.updates)  # (state, updates done), swapped as one tuple for other threads
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterator
 
 from jaxrl_dist.errors import RoleError
+from jaxrl_dist.io.trace import TraceRecorder
 
 
 class Lifetime:
@@ -59,11 +60,16 @@ class Lifetime:
 
 
 class Timers:
-    """Accumulated seconds and counts per stage (`actor/step`, `learner/update`, ...), safe across threads."""
+    """Accumulated seconds and counts per stage (`actor/step`, `learner/update`, ...), safe across threads.
 
-    def __init__(self) -> None:
+    Args:
+        trace: where every span is also recorded (a profiled run); None keeps only the per-stage sums.
+    """
+
+    def __init__(self, trace: TraceRecorder | None = None) -> None:
         self.total: dict[str, float] = defaultdict(float)
         self.count: dict[str, int] = defaultdict(int)
+        self.trace = trace
 
     @contextlib.contextmanager
     def span(self, name: str) -> Iterator[None]:
@@ -71,9 +77,12 @@ class Timers:
         try:
             yield
         finally:
+            end = time.perf_counter()
             # += on a dict entry is not atomic, but each stage is timed by one thread, so no update is lost.
-            self.total[name] += time.perf_counter() - start
+            self.total[name] += end - start
             self.count[name] += 1
+            if self.trace is not None:
+                self.trace.record(name, start, end)
 
     def snapshot(self) -> dict[str, float]:
         """Mean milliseconds per stage since the last snapshot, as `time/<stage>_ms` metrics."""

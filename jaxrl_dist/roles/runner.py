@@ -17,13 +17,14 @@ import numpy as np
 
 from jaxrl_dist.config import Config, to_dict
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
+from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR
 from jaxrl_dist.io.policy import checkpoint_target
 from jaxrl_dist.io.video import TensorBoardVideos, recorder
 from jaxrl_dist.roles.evaluator import EvalResult, Snapshot, next_multiple
 from jaxrl_dist.roles.graph import Counters, Graph, attach_video, build_graph, zero_batches
 
 JOIN_TIMEOUT_S = 10.0
-BEST_DIR = "checkpoints_best"  # the checkpoint with the best eval mean so far, next to checkpoints/
+BEST_DIR = BEST_CHECKPOINT_DIR  # the checkpoint with the best eval mean so far, next to checkpoints/
 VIDEO_DIR = "videos"
 
 
@@ -102,6 +103,10 @@ class Driver:
             self.best_ckpt.close()
             if self.tb_videos is not None:
                 self.tb_videos.close()
+            if g.timers.trace is not None:  # also after a crash: the trace shows what led to it
+                stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
+                path = g.timers.trace.write(self.exp_dir / f"trace_{stamp}.json")
+                print(f"profile: {path} (open it in ui.perfetto.dev)", flush=True)
         reason = "interrupted" if self.signal else ("solved" if self.solved else "done")
         return RunResult(g.limiter.env_steps, g.limiter.updates, time.time() - self.start_time, reason,
                          self.best_eval, self.signal)
@@ -131,7 +136,7 @@ class Driver:
         """Role threads; this thread watches them and does evaluation, logging and checkpoints."""
         g, cfg = self.g, self.cfg
         life, total = g.lifetime, cfg.train.total_env_steps
-        warm = zero_batches(g.spec, g.sizes.updates_per_call, cfg.replay.batch_size, g.learner_device)
+        warm = zero_batches(g.spec, g.sizes.updates_per_call, cfg.replay.batch_size, g.placement.batches)
         actors = [life.spawn(f"actor{a.index}", functools.partial(a.run, life, g.timers, total)) for a in g.actors]
         life.spawn("sampler", g.prefetch.run)
         learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch, warm))
@@ -278,7 +283,7 @@ def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[s
     g = graph
     target = checkpoint_target(g.cfg, g.spec, len(g.actors))
     tree, meta, extra = ckpt.restore(step, target=target)
-    state = jax.device_put(tree["learner"], g.learner_device)
+    state = jax.device_put(tree["learner"], g.placement.replicated)
     updates = int(meta["counters"]["updates"])
     g.learner.state, g.learner.snapshot = state, (state, updates)
     g.store.publish(g.algo.actor_params(state), updates)

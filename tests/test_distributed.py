@@ -1,0 +1,79 @@
+"""The learner across devices (fake CPU devices): the same global batch gives the same update on 1, 2 and 8."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Fake devices must be configured before JAX starts, so the check runs in its own process.
+SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from jaxrl_dist.algos import Transition, make_algorithm
+    from jaxrl_dist.config import build
+    from jaxrl_dist.distributed import LearnerMesh, fused_update
+    from jaxrl_dist.envs import EnvSpec
+
+    assert jax.device_count() == 8, jax.devices()
+    spec = EnvSpec((4,), "float32", "discrete", 2, (), (), (), 0)
+    rng = np.random.default_rng(0)
+    K, B = 3, 64
+    batches = Transition(rng.normal(size=(K, B, 4)).astype(np.float32), rng.integers(0, 2, (K, B)).astype(np.int32),
+                         rng.normal(size=(K, B)).astype(np.float32), np.full((K, B), 0.99, np.float32),
+                         rng.normal(size=(K, B, 4)).astype(np.float32))
+    for name, net, algo_cfg in [
+        ("dqn", {"hidden": [32, 32]}, {"max_grad_norm": 0.5}),  # clipping: the norm of the mean gradient matters
+        ("dqn+normalize_obs", {"hidden": [32, 32], "normalize_obs": True}, {"target_update": "polyak"}),
+        ("clipped_double_q", {"hidden": [16]}, {"name": "examples.extending.clipped_double_q:CLIPPED_DOUBLE_Q"}),
+    ]:
+        cfg = build({"network": net, "algo": algo_cfg})
+        out = {}
+        for n in (1, 2, 8):
+            place = LearnerMesh.over(jax.devices()[:n])
+            algo = make_algorithm(spec, cfg, place.grad_reduce)
+            state = jax.device_put(algo.init(jax.random.PRNGKey(0)), place.replicated)
+            state, metrics = fused_update(algo.update, place)(state, jax.device_put(batches, place.batches))
+            assert len(jax.tree.leaves(state)[0].devices()) == n
+            out[n] = jax.device_get((state, metrics))
+        for n in (2, 8):
+            for a, b in zip(jax.tree.leaves(out[1]), jax.tree.leaves(out[n])):
+                np.testing.assert_allclose(np.asarray(b, np.float64), np.asarray(a, np.float64), rtol=1e-5,
+                                           atol=1e-6, err_msg=f"{name}: 1 vs {n} devices")
+        print(name, "ok")
+""")
+
+
+def test_update_is_the_same_on_1_2_and_8_devices() -> None:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["dqn", "ok", "dqn+normalize_obs", "ok", "clipped_double_q", "ok"]
+
+
+def test_one_actor_device_and_four_learner_devices_solve_cartpole(tmp_path: Path) -> None:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
+           "--exp-name", "split", "--quiet", "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false",
+           "--set", "roles.actor.device=cpu:0", "--set", "roles.learner.device=cpu:1",
+           "--set", "roles.learner.num_devices=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "solved:" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_impossible_learner_placement_is_a_one_line_error(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
+           "--exp-name", "x", "--set", f"log.root={tmp_path}", "--set", "roles.learner.num_devices=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "roles.learner.device" in proc.stderr and "xla_force_host_platform_device_count" in proc.stderr
+    assert not (tmp_path / "x").exists()
+    odd = subprocess.run(cmd[:-1] + ["roles.learner.num_devices=3"], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT)
+    assert odd.returncode == 2 and "does not split over roles.learner.num_devices=3" in odd.stderr
