@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the experiment from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment directory")
     p.add_argument("--quiet", action="store_true", help="plain progress lines (CI, Slurm logs)")
+    p.add_argument("--print-topology", action="store_true",
+                   help="print the resolved roles, devices, queues and batch sizes, then exit")
     p.add_argument("--profile", action="store_true",
                    help="record every role's spans into trace_<start>.json in the experiment (opens in Perfetto)")
     p.add_argument("--export", metavar="FORMAT",
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         ["log.profile=true"] if args.profile else [])
     try:
         cfg = load_config(args.config, overrides, seed=args.seed)
+        if args.print_topology:
+            from jaxrl_dist.roles.topology import describe
+
+            print(describe(cfg))
+            return 0
         name = args.exp_name or Path(args.config).stem
         exp_dir = resolve_experiment_dir(cfg.log.root, name)
         if args.resume:

@@ -77,3 +77,16 @@ def test_impossible_learner_placement_is_a_one_line_error(tmp_path: Path) -> Non
     odd = subprocess.run(cmd[:-1] + ["roles.learner.num_devices=3"], capture_output=True, text=True, timeout=120,
                          cwd=ROOT)
     assert odd.returncode == 2 and "does not split over roles.learner.num_devices=3" in odd.stderr
+
+
+def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> None:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
+           "--print-topology", "--set", f"log.root={tmp_path}", "--set", "roles.learner.device=cpu:1",
+           "--set", "roles.learner.num_devices=4", "--set", "roles.actor.count=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 lock-free partition(s) of 50000 transitions" in proc.stdout
+    assert "on cpu:1, cpu:2, cpu:3, cpu:4, mesh data=4" in proc.stdout
+    assert "16 transitions per device per update" in proc.stdout
+    assert not any(tmp_path.iterdir())  # it only prints

@@ -1,0 +1,51 @@
+"""`train --print-topology`: the resolved data-flow graph of a config, without building or running it."""
+
+from __future__ import annotations
+
+import jax
+
+from jaxrl_dist.config import Config, derive
+from jaxrl_dist.roles.graph import resolve_device, resolve_devices
+
+
+def _name(device: jax.Device) -> str:
+    same = [d for d in jax.local_devices() if d.platform == device.platform]
+    return f"{device.platform}:{same.index(device)}"
+
+
+def describe(cfg: Config) -> str:
+    """The roles, their devices and threads, the queues between them and the batch each device gets.
+
+    Raises:
+        ConfigError: A device that is not present (the same check as at the start of a run).
+    """
+    sizes = derive(cfg)
+    serial = cfg.roles.mode == "serial"
+    actors = 1 if serial else cfg.roles.actor.count
+    actor_dev = _name(resolve_device(cfg.roles.actor.device, "roles.actor.device"))
+    learner_devs = resolve_devices(cfg.roles.learner.device, cfg.roles.learner.num_devices, "roles.learner.device")
+    eval_dev = _name(resolve_device(cfg.roles.evaluator.device, "roles.evaluator.device"))
+    k, batch, shards = sizes.updates_per_call, cfg.replay.batch_size, len(learner_devs)
+    where = "the driver's thread" if serial else "threads"
+    mesh = f", mesh data={shards} (jit + shard_map, gradients pmean-reduced)" if shards > 1 else ""
+    lines = [
+        f"topology: {cfg.roles.mode} mode, 1 process ({'one deterministic thread' if serial else 'role threads'})",
+        f"  actors     {actors} on {where}, inference on {actor_dev}; {cfg.env.num_envs} x {cfg.env.id} each, "
+        f"{sizes.env_batch} per recv, {sizes.env_threads} EnvPool threads",
+        f"  replay     host memory, {actors} lock-free partition(s) of {sizes.capacity_per_actor} transitions "
+        f"(one writer each), n-step {getattr(cfg.algo, 'n_step', 1)}",
+        f"  sampler    {'inline' if serial else '1 thread'}: [K={k}, B={batch}] per learner call, device_put to "
+        f"the learner devices, {cfg.replay.prefetch} prepared ahead",
+        f"  learner    {'inline' if serial else '1 thread'} on {', '.join(_name(d) for d in learner_devs)}{mesh}: "
+        f"{batch // shards} transitions per device per update, {k} updates fused per call",
+        f"  params     learner -> ParamStore (version stamped) -> actors (wait if > {cfg.train.max_staleness} "
+        f"updates stale) and evaluator",
+        f"  ratio      {cfg.train.replay_ratio:g} updates per env step, held both ways (slack {sizes.ratio_slack} "
+        f"env steps); learning starts after {cfg.train.learning_starts} env steps",
+    ]
+    if cfg.eval.interval:
+        lines.append(f"  evaluator  {'inline' if serial else '1 thread'} on {eval_dev}: {sizes.eval_envs} envs "
+                     f"(seeds {sizes.eval_seed}..), every {cfg.eval.interval} env steps")
+    else:
+        lines.append("  evaluator  off (eval.interval 0)")
+    return "\n".join(lines)
