@@ -90,3 +90,17 @@ def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> No
     assert "on cpu:1, cpu:2, cpu:3, cpu:4, mesh data=4" in proc.stdout
     assert "16 transitions per device per update" in proc.stdout
     assert not any(tmp_path.iterdir())  # it only prints
+
+
+def test_bench_scaling_reports_weak_and_strong_efficiency() -> None:
+    cmd = [sys.executable, "-m", "jaxrl_dist.bench", "scaling", "--devices", "1,2", "--seconds", "0.3",
+           "--global-batch", "128", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["fake_devices"] is True and set(out["weak_ups"]) == {"1", "2"}
+    assert out["weak_efficiency"]["1"] == 1.0 and out["strong_efficiency"]["1"] == 1.0
+    assert all(v > 0 for v in out["weak_ups"].values()) and all(v > 0 for v in out["strong_ups"].values())

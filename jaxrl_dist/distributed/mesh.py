@@ -100,6 +100,15 @@ def fused_update(update: Callable[[Any, Any], tuple[Any, Any]], placement: Learn
         state, metrics = many(state, batches)
         return state, axis_mean(metrics)
 
-    sharded = jax.shard_map(per_shard, mesh=placement.mesh, in_specs=(P(), P(None, DATA_AXIS)), out_specs=(P(), P()),
-                            check_vma=False)
-    return jax.jit(sharded)
+    sharded = jax.jit(jax.shard_map(per_shard, mesh=placement.mesh, in_specs=(P(), P(None, DATA_AXIS)),
+                                    out_specs=(P(), P()), check_vma=False))
+    if placement.devices[0].platform != "cpu":
+        return sharded
+
+    def one_at_a_time(state: Any, batches: Any) -> tuple[Any, Any]:
+        # XLA:CPU runs each (fake) device's part on a shared thread pool; with several calls in flight their
+        # all-reduces can take every thread and wait for each other until XLA aborts the process (a 40 s rendezvous
+        # timeout). One call in flight at a time avoids it; on CPU the overlap it costs is small.
+        return jax.block_until_ready(sharded(state, batches))
+
+    return one_at_a_time

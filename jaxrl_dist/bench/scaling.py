@@ -1,0 +1,131 @@
+"""`bench scaling`: learner updates/s on 1, 2, 4, 8 devices, at a fixed batch per device (weak scaling) and at a
+fixed global batch (strong scaling), with efficiencies.
+
+The learner call is the one training uses (`jaxrl_dist.distributed.fused_update`: K fused updates, jit +
+shard_map over a `data` mesh), fed with batches already on their shards, so the figures are the learner's alone.
+On a CPU the devices are faked (`XLA_FLAGS=--xla_force_host_platform_device_count=8`, set here by re-running in a
+child process when fewer devices exist) and share the same cores: the figures then show the mechanics, not speed.
+MPI groups are not built yet, so the groups half of the issue's benchmark is reported as missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+
+from jaxrl_dist.errors import UserError
+
+FAKE_FLAG = "--xla_force_host_platform_device_count"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/dqn_cartpole.yaml", help="config whose algorithm and network are used")
+    p.add_argument("--devices", default="1,2,4,8", help="device counts to measure")
+    p.add_argument("--batch-per-device", type=int, default=64, help="weak scaling: transitions per device per update")
+    p.add_argument("--global-batch", type=int, default=512, help="strong scaling: transitions per update in all")
+    p.add_argument("--seconds", type=float, default=2.0, help="measuring window per figure")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise UserError(f"--devices {text!r} is not allowed; use a comma-separated list of counts >= 1, e.g. 1,2,4,8")
+    return counts
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    counts = _counts(args.devices)
+    import jax
+
+    if jax.device_count() < max(counts):
+        if jax.default_backend() != "cpu":
+            raise UserError(f"--devices needs {max(counts)} devices; this machine has {jax.device_count()}")
+        return _rerun_with_fake_devices(max(counts))
+    if args.global_batch % max(counts):
+        raise UserError(f"--global-batch {args.global_batch} does not split over {max(counts)} devices")
+    cfg_spec = _algorithm(args)
+    weak = {n: _updates_per_s(cfg_spec, n, args.batch_per_device * n, args.seconds) for n in counts}
+    strong = {n: _updates_per_s(cfg_spec, n, args.global_batch, args.seconds) for n in counts}
+    base = counts[0]
+    return {
+        "platform": jax.default_backend(),
+        "fake_devices": FAKE_FLAG in os.environ.get("XLA_FLAGS", ""),
+        "updates_per_call": cfg_spec[0].roles.learner.updates_per_call,
+        "batch_per_device": args.batch_per_device,
+        "global_batch": args.global_batch,
+        "weak_ups": weak,
+        "strong_ups": strong,
+        # Weak: the same per-device work, so ideal throughput (samples/s) grows with n: efficiency is ups_n / ups_1.
+        "weak_efficiency": {n: weak[n] / weak[base] for n in counts},
+        # Strong: the same total work split n ways, ideal ups grows n-fold: efficiency is ups_n / (n * ups_1).
+        "strong_efficiency": {n: strong[n] / (strong[base] * n / base) for n in counts},
+        "groups": "not built yet (MPI groups, issue 3)",
+    }
+
+
+def _rerun_with_fake_devices(n: int) -> dict[str, Any]:
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FAKE_FLAG}={n}".strip(),
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-m", "jaxrl_dist.bench", *sys.argv[1:], "--json"], capture_output=True,
+                          text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        raise UserError(f"bench scaling on {n} fake CPU devices failed: {proc.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("weak_ups", "strong_ups", "weak_efficiency", "strong_efficiency"):
+        out[key] = {int(k): v for k, v in out[key].items()}
+    return out
+
+
+def _algorithm(args: argparse.Namespace) -> tuple[Any, Any]:
+    from jaxrl_dist.config import load_config
+    from jaxrl_dist.roles.graph import preflight
+
+    cfg = load_config(args.config, list(args.overrides))
+    return cfg, preflight(cfg)
+
+
+def _updates_per_s(cfg_spec: tuple[Any, Any], n: int, batch: int, seconds: float) -> float:
+    import jax
+
+    from jaxrl_dist.algos import make_algorithm
+    from jaxrl_dist.distributed import LearnerMesh, fused_update
+    from jaxrl_dist.roles.graph import zero_batches
+
+    cfg, spec = cfg_spec
+    k = cfg.roles.learner.updates_per_call
+    place = LearnerMesh.over(jax.devices()[:n])
+    algo = make_algorithm(spec, cfg, place.grad_reduce)
+    state = jax.device_put(algo.init(jax.random.PRNGKey(0)), place.replicated)
+    batches = zero_batches(spec, k, batch, place.batches)
+    step = fused_update(algo.update, place)
+    state, _ = jax.block_until_ready(step(state, batches))  # compile
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        state, _ = step(state, batches)
+        calls += 1
+    jax.block_until_ready(state)
+    return calls * k / (time.perf_counter() - start)
+
+
+def render(r: dict[str, Any]) -> str:
+    where = f"{r['platform']}{' (fake devices sharing the same cores)' if r['fake_devices'] else ''}"
+    lines = [f"bench scaling  learner updates/s on {where}, {r['updates_per_call']} updates per call",
+             f"  devices  weak (batch {r['batch_per_device']}/device)  eff   strong (batch {r['global_batch']})  eff"]
+    for n in r["weak_ups"]:
+        lines.append(f"  {n:7d}  {r['weak_ups'][n]:24,.0f}  {r['weak_efficiency'][n]:4.2f}   "
+                     f"{r['strong_ups'][n]:18,.0f}  {r['strong_efficiency'][n]:4.2f}")
+    lines.append(f"  groups: {r['groups']}")
+    return "\n".join(lines)
+
+
+__all__ = ["add_arguments", "render", "run"]
