@@ -9,11 +9,12 @@ from typing import Any
 
 from jaxrl_dist.algos.base import Algorithm, AlgorithmDef, GradReduce, Transition, no_reduce
 from jaxrl_dist.algos.dqn import DQN
+from jaxrl_dist.algos.sac import SAC
 from jaxrl_dist.algos.transforms import with_obs_norm, with_reward_scale
 from jaxrl_dist.errors import UserError
 from jaxrl_dist.plugins import import_object, is_plugin_path
 
-REGISTRY: dict[str, AlgorithmDef] = {"dqn": DQN}
+REGISTRY: dict[str, AlgorithmDef] = {"dqn": DQN, "sac": SAC}
 REPLAY_CONFIG_FIELDS = ("gamma", "n_step")  # the replay writer computes n-step returns with them
 
 

@@ -1,0 +1,87 @@
+"""SAC: the tanh-Gaussian log-density, Pendulum solved within the config's budget, exports with float parity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.stats import norm
+
+from jaxrl_dist.algos.sac import squashed_sample
+from jaxrl_dist.export import FORMATS
+from jaxrl_dist.export.signature import random_observations, signature_of
+from jaxrl_dist.io import read_metrics
+from jaxrl_dist.io.policy import load_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "sac_pendulum.yaml"
+
+
+def train(root: Path, name: str, *sets: str, config: Path = CONFIG) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(config), "--exp-name", name, "--quiet",
+           "--set", f"log.root={root}", "--set", "log.tensorboard=false"]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_squashed_sample_log_prob_is_the_change_of_variables() -> None:
+    mean, log_std = jnp.array([[0.3, -1.0]]), jnp.array([[-0.5, 0.2]])
+    action, log_prob = squashed_sample(mean, log_std, jax.random.PRNGKey(0))
+    pre = jnp.arctanh(action)
+    naive = jnp.sum(norm.logpdf(pre, mean, jnp.exp(log_std)) - jnp.log(1.0 - action**2), axis=-1)
+    np.testing.assert_allclose(log_prob, naive, rtol=1e-4)
+    assert bool(jnp.all(jnp.abs(action) < 1.0))
+
+
+def test_sac_solves_pendulum_and_exports_with_float_parity(tmp_path: Path) -> None:
+    """configs/sac_pendulum.yaml: eval mean >= -200 within 40k env steps; ONNX and SavedModel actions within 1e-5."""
+    proc = train(tmp_path, "sac")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evals = [r for r in read_metrics(tmp_path / "sac" / "metrics.jsonl") if "eval/episode_return" in r]
+    assert max(r["eval/episode_return"] for r in evals) >= -200.0
+    assert all(r["env_steps"] <= 40_000 + 64 for r in evals)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    export = subprocess.run([sys.executable, "-m", "jaxrl_dist.export", "--experiment", str(tmp_path / "sac"),
+                             "--format", "all"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert export.returncode == 0, export.stderr[-3000:]
+    policy = load_policy(tmp_path / "sac")
+    obs = random_observations(signature_of(policy), 1000, seed=3)
+    want = jax.device_get(jax.jit(policy.algo.inference)(policy.params, obs))
+    out = tmp_path / "sac" / "export" / str(policy.step)
+    for fmt, path in (("onnx", out / "policy.onnx"), ("savedmodel", out / "savedmodel")):
+        got = FORMATS[fmt].load(path)(obs)
+        assert set(got) == {"action", "mean", "log_std"}
+        for name in want:
+            assert np.abs(got[name] - want[name]).max() <= 1e-5, (fmt, name)
+        assert got["action"].shape == (1000, 1) and np.all(np.abs(got["action"]) <= 2.0)
+
+
+def test_sac_on_a_discrete_env_is_refused(tmp_path: Path) -> None:
+    proc = train(tmp_path, "bad", "env.id=CartPole-v1")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "sac needs continuous actions" in proc.stderr and "allowed for it: dqn" in proc.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_sac_serial_mode_runs_and_resumes(tmp_path: Path) -> None:
+    sets = ("roles.mode=serial", "train.total_env_steps=1500", "eval.interval=1000", "eval.target_return=null")
+    first = train(tmp_path, "s", *sets)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = train(tmp_path, "s", *sets[:1], "train.total_env_steps=2000", *sets[2:])
+    assert again.returncode == 2 and "--resume" in again.stderr  # an existing run is never overwritten by accident
+    resumed = subprocess.run(
+        [sys.executable, "-m", "jaxrl_dist.train", "--config", str(CONFIG), "--exp-name", "s", "--quiet", "--resume",
+         "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false", "--set", "roles.mode=serial",
+         "--set", "train.total_env_steps=2000", "--set", "eval.interval=1000", "--set", "eval.target_return=null"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = read_metrics(tmp_path / "s" / "metrics.jsonl")
+    assert records[-1]["env_steps"] >= 2000
+    assert all(np.isfinite(v) for r in records for k, v in r.items() if k.startswith("train/") and v is not None)
