@@ -108,9 +108,9 @@ def group_runs(runs: Sequence[Path]) -> list[Group]:
     groups = []
     for key, cfg in configs.items():
         paths = members[key]
-        label = ", ".join(f"{k}={_short(cfg.get(k))}" for k in differing) or _common_name(paths)
-        if len(label) > 60:
-            label = label[:57] + "..."
+        label = ", ".join(f"{k}={_short(cfg.get(k))}" for k in differing)
+        if not label or len(label) > 60:  # configs that differ in many keys are told apart by their run names
+            label = _common_name(paths)
         groups.append(Group(label + (f" ({len(paths)} seeds)" if len(paths) > 1 else ""), paths))
     return groups
 
