@@ -106,12 +106,17 @@ def _export_final(exp_dir: Path, formats: list[str]) -> int:
     from jaxrl_dist.export import export_policy
     from jaxrl_dist.io.policy import load_policy
 
+    retry = shlex.join(["python", "-m", "jaxrl_dist.export", "--experiment", str(exp_dir), "--format",
+                        ",".join(formats)])
     try:
         export_policy(load_policy(exp_dir), formats, log=lambda line: print(f"export {line}", flush=True))
     except UserError as e:
-        retry = shlex.join(["python", "-m", "jaxrl_dist.export", "--experiment", str(exp_dir), "--format",
-                            ",".join(formats)])
         print(f"error: training finished and was saved, but the export failed: {e}\nretry with: {retry}",
+              file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - a converter crash: its traceback, and the run is still saved
+        traceback.print_exc()
+        print(f"error: training finished and was saved, but the export crashed (above)\nretry with: {retry}",
               file=sys.stderr)
         return 1
     return 0

@@ -44,6 +44,28 @@ SCRIPT = textwrap.dedent("""
                 np.testing.assert_allclose(np.asarray(b, np.float64), np.asarray(a, np.float64), rtol=1e-5,
                                            atol=1e-6, err_msg=f"{name}: 1 vs {n} devices")
         print(name, "ok")
+
+    # SAC samples policy noise per transition: each shard must draw its own, and the replicated state must stay
+    # the same on every device.
+    from jax.sharding import PartitionSpec as P
+    from jaxrl_dist.distributed.mesh import axis_mean
+    place = LearnerMesh.over(jax.devices()[:2])
+    draws = jax.jit(jax.shard_map(lambda k: jax.random.normal(axis_mean.fold_in_shard(k[0]), (1, 3)),
+                                  mesh=place.mesh, in_specs=P(), out_specs=P("data"), check_vma=False))(
+        jax.random.PRNGKey(0)[None])
+    assert not np.allclose(draws[0], draws[1]), draws
+    spec = EnvSpec((3,), "float32", "continuous", 0, (1,), (-2.0,), (2.0,), 0)
+    cfg = build({"algo": {"name": "sac"}, "network": {"hidden": [16]}})
+    algo = make_algorithm(spec, cfg, place.grad_reduce)
+    state = jax.device_put(algo.init(jax.random.PRNGKey(0)), place.replicated)
+    sac_batches = Transition(rng.normal(size=(K, B, 3)).astype(np.float32),
+                             rng.uniform(-2, 2, (K, B, 1)).astype(np.float32), rng.normal(size=(K, B)).astype(np.float32),
+                             np.full((K, B), 0.99, np.float32), rng.normal(size=(K, B, 3)).astype(np.float32))
+    state, metrics = fused_update(algo.update, place)(state, jax.device_put(sac_batches, place.batches))
+    for leaf in jax.tree.leaves(state):
+        copies = [np.asarray(s.data) for s in leaf.addressable_shards]
+        assert len(copies) == 2 and np.array_equal(copies[0], copies[1]) and np.all(np.isfinite(copies[0]))
+    print("sac", "ok")
 """)
 
 
@@ -52,7 +74,7 @@ def test_update_is_the_same_on_1_2_and_8_devices() -> None:
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split() == ["dqn", "ok", "dqn+normalize_obs", "ok", "clipped_double_q", "ok"]
+    assert proc.stdout.split() == ["dqn", "ok", "dqn+normalize_obs", "ok", "clipped_double_q", "ok", "sac", "ok"]
 
 
 def test_one_actor_device_and_four_learner_devices_solve_cartpole(tmp_path: Path) -> None:

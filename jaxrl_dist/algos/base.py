@@ -20,6 +20,17 @@ def no_reduce(grads: Any) -> Any:
     return grads
 
 
+def shard_key(grad_reduce: GradReduce, key: jax.Array) -> jax.Array:
+    """`key` made unique to this shard of a sharded learner (unchanged on one device).
+
+    An update that samples noise per transition (SAC's policy samples, say) draws it with this key, so that the
+    shards of a batch do not repeat each other's noise. A key kept in the state must stay the unfolded one, which is
+    the same on every shard.
+    """
+    fold = getattr(grad_reduce, "fold_in_shard", None)
+    return fold(key) if fold is not None else key
+
+
 class Transition(NamedTuple):
     """A replay batch of n-step transitions; `B` is the batch size.
 

@@ -50,9 +50,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if jax.device_count() < max(counts):
         if jax.default_backend() != "cpu":
             raise UserError(f"--devices needs {max(counts)} devices; this machine has {jax.device_count()}")
-        return _rerun_with_fake_devices(max(counts))
-    if args.global_batch % max(counts):
-        raise UserError(f"--global-batch {args.global_batch} does not split over {max(counts)} devices")
+        return _rerun_with_fake_devices(max(counts), args)
+    bad = [n for n in counts if args.global_batch % n]
+    if bad:
+        raise UserError(f"--global-batch {args.global_batch} does not split over {bad} devices; use a multiple of each")
     cfg_spec = _algorithm(args)
     weak = {n: _updates_per_s(cfg_spec, n, args.batch_per_device * n, args.seconds) for n in counts}
     strong = {n: _updates_per_s(cfg_spec, n, args.global_batch, args.seconds) for n in counts}
@@ -73,10 +74,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _rerun_with_fake_devices(n: int) -> dict[str, Any]:
+def _rerun_with_fake_devices(n: int, args: argparse.Namespace) -> dict[str, Any]:
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {FAKE_FLAG}={n}".strip(),
            "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "jaxrl_dist.bench", *sys.argv[1:], "--json"], capture_output=True,
+    argv = ["scaling", "--config", args.config, "--devices", args.devices, "--batch-per-device",
+            str(args.batch_per_device), "--global-batch", str(args.global_batch), "--seconds", str(args.seconds)]
+    argv += [f"--set={o}" for o in args.overrides]
+    proc = subprocess.run([sys.executable, "-m", "jaxrl_dist.bench", *argv, "--json"], capture_output=True,
                           text=True, env=env, timeout=1800)
     if proc.returncode != 0:
         raise UserError(f"bench scaling on {n} fake CPU devices failed: {proc.stderr.strip().splitlines()[-1:]}")

@@ -23,9 +23,21 @@ from jaxrl_dist.algos.base import GradReduce, no_reduce
 DATA_AXIS = "data"
 
 
-def axis_mean(tree: Any) -> Any:
-    """The mean of every leaf over the `data` axis: the gradient reduction of a sharded learner."""
-    return jax.tree.map(lambda x: jax.lax.pmean(x, DATA_AXIS), tree)
+class AxisMean:
+    """The gradient reduction of a sharded learner: the mean of every leaf over the `data` axis.
+
+    `fold_in_shard(key)` gives each shard its own key (see `jaxrl_dist.algos.base.shard_key`).
+    """
+
+    def __call__(self, tree: Any) -> Any:
+        return jax.tree.map(lambda x: jax.lax.pmean(x, DATA_AXIS), tree)
+
+    @staticmethod
+    def fold_in_shard(key: jax.Array) -> jax.Array:
+        return jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+
+
+axis_mean = AxisMean()
 
 
 @dataclasses.dataclass(frozen=True)

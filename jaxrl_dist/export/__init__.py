@@ -75,8 +75,8 @@ def require(formats: list[str]) -> None:
 
 
 def default_out(policy: LoadedPolicy) -> Path:
-    """`<experiment>/export/<step>/`, the step being the checkpoint's env-step count (also for `--step best`)."""
-    return policy.experiment / EXPORT_DIR / str(policy.step)
+    """`<experiment>/export/<step>/`, or `export/best-<step>/` for the best checkpoint."""
+    return policy.experiment / EXPORT_DIR / (policy.name or str(policy.step))
 
 
 def _flat_policy(policy: LoadedPolicy, sig: Signature) -> Callable[[jax.Array], tuple[jax.Array, ...]]:
@@ -176,8 +176,7 @@ def export_policy(
         results.append(Exported(fmt, target, samples, diff, mismatches))
     meta_path = out / "policy.json"
     tmp_meta = out / ".policy.json.tmp"
-    present = [f for f in FORMATS if (out / _TARGETS[f]).exists()]
-    tmp_meta.write_text(to_json(metadata(policy, sig, ",".join(present))))
+    tmp_meta.write_text(to_json(metadata(policy, sig, ",".join(formats))))  # what this export wrote
     os.replace(tmp_meta, meta_path)
     return results
 

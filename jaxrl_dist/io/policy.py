@@ -61,6 +61,8 @@ class LoadedPolicy:
         algo: the algorithm rebuilt from `cfg` and `spec`; `algo.inference(params, obs)` is the policy.
         params: the actor parameters (`algo.actor_params` of the learner state), on the first local device.
         meta: the checkpoint's meta (counters, best eval return, format version).
+        name: how outputs derived from it are named: the step, or `best-<step>` for the best checkpoint (whose step
+            may equal that of a different, later state in `checkpoints/`).
     """
 
     experiment: Path
@@ -70,6 +72,7 @@ class LoadedPolicy:
     algo: Algorithm
     params: Any
     meta: dict[str, Any]
+    name: str = ""
 
     def __call__(self, obs: Any) -> dict[str, jax.Array]:
         """Runs the policy on a `[B, *obs_shape]` batch of raw observations (not jitted: for one-off use)."""
@@ -120,4 +123,5 @@ def load_policy(experiment: str | Path, step: int | str | None = None) -> Loaded
     cfg, spec = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"])
     algo = make_algorithm(spec, cfg)
     saved_step = int(meta["counters"]["env_steps"])
-    return LoadedPolicy(exp, saved_step, cfg, spec, algo, algo.actor_params(tree["learner"]), meta)
+    name = f"best-{saved_step}" if step == "best" else str(saved_step)
+    return LoadedPolicy(exp, saved_step, cfg, spec, algo, algo.actor_params(tree["learner"]), meta, name)

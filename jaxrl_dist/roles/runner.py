@@ -70,7 +70,7 @@ class Driver:
         self.returns: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
         self.last_return: float | None = None
-        self.last_eval_steps = -1
+        self.last_eval = (-1, -1)  # (env steps, updates) of the last evaluated state
         self.eval_results: queue.Queue[EvalResult] = queue.Queue(maxsize=4)
         self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
         self.best_ckpt = Checkpointer(exp_dir / BEST_DIR, keep=1)
@@ -167,7 +167,7 @@ class Driver:
                 self.last_return = float(returns[-1])
         if g.evaluator is not None and cfg.roles.mode == "serial" and steps >= self.next_eval:
             self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
-            self._evaluate_now()
+            self._evaluate_now(stop=g.lifetime.stop_event)  # Ctrl-C does not wait for the episodes to end
         self._drain_evals()
         if cfg.checkpoint.interval and steps >= self.next_ckpt:
             self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
@@ -183,13 +183,14 @@ class Driver:
         state, updates = self.g.learner.snapshot
         return Snapshot(steps, updates, state)
 
-    def _evaluate_now(self) -> None:
-        """Evaluates the newest learner state in this thread (serial mode, and the final evaluation)."""
+    def _evaluate_now(self, stop: threading.Event | None = None) -> None:
+        """Evaluates the newest learner state in this thread (serial mode, and the final evaluation); an
+        evaluation cut short by `stop` is dropped."""
         assert self.g.evaluator is not None
         with self.g.timers.span("eval/run"):
-            result = self.g.evaluator.evaluate(self._snapshot())
-        assert result is not None  # no stop event: it runs to the end
-        self._on_eval(result)
+            result = self.g.evaluator.evaluate(self._snapshot(), stop=stop)
+        if result is not None:
+            self._on_eval(result)
 
     def _drain_evals(self) -> None:
         """Takes the results the evaluator thread finished (async mode)."""
@@ -203,7 +204,7 @@ class Driver:
     def _on_eval(self, result: EvalResult) -> None:
         """One evaluation's metrics line (at the env steps of the parameters it evaluated), best state, target."""
         snap, mean = result.snapshot, result.mean_return
-        self.last_eval_steps = snap.env_steps
+        self.last_eval = (snap.env_steps, snap.updates)
         self.metrics.write(snap.env_steps, {**result.stats, "eval/updates": snap.updates})
         target = self.cfg.eval.target_return
         if target is not None and mean >= target and not self.solved:
@@ -271,7 +272,9 @@ class Driver:
         """Final evaluation (unless the last one is current), final checkpoint, last metrics line."""
         g, steps = self.g, self.g.limiter.env_steps
         self._drain_evals()  # results the evaluator thread finished before it stopped
-        if g.evaluator is not None and not self.solved and not self.signal and self.last_eval_steps != steps:
+        # The learner may have caught up on updates after the actors' last env step: compare updates too.
+        current = (steps, g.learner.snapshot[1])
+        if g.evaluator is not None and not self.solved and not self.signal and self.last_eval != current:
             self._evaluate_now()
         self.save()
         self._log(steps, time.monotonic())

@@ -5,6 +5,7 @@ evaluation and exported graphs all emit env actions.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import chex
@@ -14,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, no_reduce
+from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, no_reduce, shard_key
 from jaxrl_dist.algos.common import adam
 from jaxrl_dist.config.schema import Config, SACConfig
 from jaxrl_dist.envs.spec import EnvSpec
+from jaxrl_dist.errors import UserError
 from jaxrl_dist.networks import make_torso
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -59,6 +61,7 @@ class SACState:
     actor_opt: Any
     critic_opt: Any
     alpha_opt: Any
+    key: jax.Array  # the PRNG key of the update's policy samples (the same on every shard)
     steps: jax.Array  # int32 [], updates done
 
 
@@ -80,6 +83,9 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
     algo: SACConfig = cfg.algo  # type: ignore[assignment]  # Config.algo is typed with the default section
     net_cfg = cfg.network
     action_dim = int(jnp.prod(jnp.array(spec.action_shape)))
+    if not all(map(math.isfinite, (*spec.action_low, *spec.action_high))):
+        raise UserError(f"SAC scales its actions to the env's bounds, but env {cfg.env.id} has unbounded actions "
+                        f"(low {spec.action_low}, high {spec.action_high}); wrap it to give finite bounds")
     low = jnp.asarray(spec.action_low, jnp.float32).reshape(spec.action_shape)
     high = jnp.asarray(spec.action_high, jnp.float32).reshape(spec.action_shape)
 
@@ -112,12 +118,12 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         return jnp.clip(unit.reshape(unit.shape[0], action_dim), -1.0, 1.0)
 
     def init(key: jax.Array) -> SACState:
-        k_actor, k_critic = jax.random.split(key)
+        k_actor, k_critic, k_update = jax.random.split(key, 3)
         actor = policy.init(k_actor, obs0)
         critic_params = critic.init(k_critic, obs0, jnp.zeros((1, action_dim)))
         log_alpha = jnp.log(jnp.float32(algo.init_alpha))
         return SACState(actor, critic_params, critic_params, log_alpha, actor_opt.init(actor),
-                        critic_opt.init(critic_params), alpha_opt.init(log_alpha), jnp.zeros((), jnp.int32))
+                        critic_opt.init(critic_params), alpha_opt.init(log_alpha), k_update, jnp.zeros((), jnp.int32))
 
     def critic_loss(params: Any, state: SACState, batch: Transition, key: jax.Array) -> tuple[jax.Array, Any]:
         mean, log_std = pi(state.actor, batch.next_obs)
@@ -141,14 +147,13 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
 
     def update(state: SACState, batch: Transition) -> tuple[SACState, dict[str, jax.Array]]:
         chex.assert_rank([batch.reward, batch.discount], 1)
-        # Per-update randomness from the update count: the state needs no key of its own, and every shard of a
-        # sharded learner draws the same noise pattern for its slice.
-        k_critic, k_actor = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(0), state.steps))
+        key, k_critic, k_actor = jax.random.split(state.key, 3)
+        k_critic, k_actor = shard_key(grad_reduce, k_critic), shard_key(grad_reduce, k_actor)
         c_grads, c_metrics = jax.grad(critic_loss, has_aux=True)(state.critic, state, batch, k_critic)
         c_updates, c_opt = critic_opt.update(grad_reduce(c_grads), state.critic_opt, state.critic)
         critic_params = optax.apply_updates(state.critic, c_updates)
         state = SACState(state.actor, critic_params, state.target_critic, state.log_alpha, state.actor_opt, c_opt,
-                         state.alpha_opt, state.steps)
+                         state.alpha_opt, key, state.steps)
         a_grads, a_metrics = jax.grad(actor_loss, has_aux=True)(state.actor, state, batch, k_actor)
         a_updates, a_opt = actor_opt.update(grad_reduce(a_grads), state.actor_opt, state.actor)
         actor_params = optax.apply_updates(state.actor, a_updates)
@@ -156,7 +161,7 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         al_updates, al_opt = alpha_opt.update(al_grad, state.alpha_opt, state.log_alpha)
         log_alpha = optax.apply_updates(state.log_alpha, al_updates)
         target = optax.incremental_update(critic_params, state.target_critic, algo.tau)
-        new = SACState(actor_params, critic_params, target, log_alpha, a_opt, c_opt, al_opt, state.steps + 1)
+        new = SACState(actor_params, critic_params, target, log_alpha, a_opt, c_opt, al_opt, key, state.steps + 1)
         return new, {**c_metrics, **a_metrics, "alpha": jnp.exp(log_alpha)}
 
     def act(params: Any, obs: jax.Array, key: jax.Array, exploration: Any) -> tuple[jax.Array, jax.Array]:
