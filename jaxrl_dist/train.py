@@ -25,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="plain progress lines (CI, Slurm logs)")
     p.add_argument("--print-topology", action="store_true",
                    help="print the resolved roles, devices, queues and batch sizes, then exit")
+    p.add_argument("--jax-profile", type=float, nargs="?", const=5.0, metavar="SECONDS",
+                   help="trace XLA ops with jax.profiler for SECONDS (default 5) once learning starts")
     p.add_argument("--profile", action="store_true",
                    help="record every role's spans into trace_<start>.json in the experiment (opens in Perfetto)")
     p.add_argument("--export", metavar="FORMAT",
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxrl_dist.io import prepare_experiment_dir, resolve_experiment_dir, write_config_snapshot
 
     overrides = list(args.overrides) + (["log.quiet=true"] if args.quiet else []) + (
-        ["log.profile=true"] if args.profile else [])
+        ["log.profile=true"] if args.profile else []) + (
+        [f"log.jax_profile_s={args.jax_profile}"] if args.jax_profile is not None else [])
     try:
         cfg = load_config(args.config, overrides, seed=args.seed)
         if args.print_topology:

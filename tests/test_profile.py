@@ -45,3 +45,13 @@ def test_timers_without_trace_keep_only_sums() -> None:
             pass
     assert traced.trace is not None and len(traced.trace.events) == 1 and traced.trace.dropped == 2
     assert traced.trace.to_json()["otherData"]["dropped_events"] == 2
+
+
+def test_jax_profile_window_writes_an_xla_trace(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
+           "--exp-name", "j", "--quiet", "--jax-profile", "0.5", "--set", f"log.root={tmp_path}",
+           "--set", "log.tensorboard=false", "--set", "train.total_env_steps=3000", "--set", "eval.interval=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "jax profile:" in proc.stdout
+    assert list((tmp_path / "j" / "jax_profile").rglob("*.trace.json.gz"))

@@ -163,6 +163,7 @@ class LogConfig:
     tensorboard: bool = fld(True, "Write TensorBoard events under tb/.")
     quiet: bool = fld(False, "Plain progress lines instead of a live bar (also when stdout is not a TTY).")
     profile: bool = fld(False, "Record every role's spans and write trace_<start>.json (Chrome trace events, Perfetto).")
+    jax_profile_s: float = fld(0.0, "Seconds of jax.profiler trace (XLA ops) once learning starts, under jax_profile/; 0: off.", ge=0.0)
 
 
 @dataclasses.dataclass(frozen=True)

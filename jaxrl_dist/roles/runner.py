@@ -71,6 +71,8 @@ class Driver:
         self.lengths: list[np.ndarray] = []
         self.last_return: float | None = None
         self.last_eval = (-1, -1)  # (env steps, updates) of the last evaluated state
+        self.jax_trace_until: float | None = None  # while a jax.profiler window is open: when it closes
+        self.jax_traced = cfg.log.jax_profile_s <= 0  # True once the window is done (or when none is wanted)
         self.eval_results: queue.Queue[EvalResult] = queue.Queue(maxsize=4)
         self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
         self.best_ckpt = Checkpointer(exp_dir / BEST_DIR, keep=1)
@@ -103,6 +105,7 @@ class Driver:
             self.best_ckpt.close()
             if self.tb_videos is not None:
                 self.tb_videos.close()
+            self._jax_profile(stop=True)
             if g.timers.trace is not None:  # also after a crash: the trace shows what led to it
                 stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
                 path = g.timers.trace.write(self.exp_dir / f"trace_{stamp}.json")
@@ -172,10 +175,25 @@ class Driver:
         if cfg.checkpoint.interval and steps >= self.next_ckpt:
             self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
             self.save()
+        self._jax_profile()
         now = time.monotonic()
         if now - self.last_log >= cfg.log.interval_s:
             self._log(steps, now)
         self.progress.update(steps, ret=self.last_return)
+
+    def _jax_profile(self, stop: bool = False) -> None:
+        """Opens one `jax.profiler` window of `log.jax_profile_s` seconds at the first learner update, and closes it
+        when the time is up or the run ends (XLA op timings, written under jax_profile/ for Perfetto or
+        TensorBoard's profile plugin)."""
+        if self.jax_trace_until is None:
+            if self.jax_traced or stop or self.g.limiter.updates == 0:
+                return
+            jax.profiler.start_trace(str(self.exp_dir / "jax_profile"))
+            self.jax_trace_until = time.monotonic() + self.cfg.log.jax_profile_s
+        elif stop or time.monotonic() >= self.jax_trace_until:
+            jax.profiler.stop_trace()
+            self.jax_trace_until, self.jax_traced = None, True
+            self.progress.log(f"jax profile: {self.exp_dir / 'jax_profile'} (open the trace.json.gz in ui.perfetto.dev)")
 
     def _snapshot(self) -> Snapshot:
         """The newest learner state with its counters (read by the evaluator thread too: one tuple read)."""
