@@ -66,7 +66,7 @@ def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = No
     from jaxrl_dist.config import derive
     from jaxrl_dist.io.video import recorder
     from jaxrl_dist.roles.graph import attach_video, configure_runtime, make_evaluator
-    from jaxrl_dist.roles.runner import VIDEO_DIR
+    from jaxrl_dist.io.experiment import VIDEO_DIR
 
     configure_runtime()
     cfg = policy.cfg

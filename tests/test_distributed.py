@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import json
 import sys
 import textwrap
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_runs import command, fake_devices, run, train, with_env
 
 # Fake devices must be configured before JAX starts, so the check runs in its own process.
 SCRIPT = textwrap.dedent("""
@@ -70,43 +69,30 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_update_is_the_same_on_1_2_and_8_devices() -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                          env=env)
+    proc = run([sys.executable, "-c", SCRIPT], env=fake_devices(8))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["dqn", "ok", "dqn+normalize_obs", "ok", "clipped_double_q", "ok", "sac", "ok"]
 
 
 def test_one_actor_device_and_four_learner_devices_solve_cartpole(tmp_path: Path) -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
-           "--exp-name", "split", "--quiet", "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false",
-           "--set", "roles.actor.device=cpu:0", "--set", "roles.learner.device=cpu:1",
-           "--set", "roles.learner.num_devices=4"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    proc = train(tmp_path, "split", "roles.actor.device=cpu:0", "roles.learner.device=cpu:1",
+                 "roles.learner.num_devices=4", env=fake_devices(5))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "solved:" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_impossible_learner_placement_is_a_one_line_error(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
-           "--exp-name", "x", "--set", f"log.root={tmp_path}", "--set", "roles.learner.num_devices=4"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = train(tmp_path, "x", "roles.learner.num_devices=4", env=with_env(JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "roles.learner.device" in proc.stderr and "xla_force_host_platform_device_count" in proc.stderr
     assert not (tmp_path / "x").exists()
-    odd = subprocess.run(cmd[:-1] + ["roles.learner.num_devices=3"], capture_output=True, text=True, timeout=120,
-                         cwd=ROOT)
+    odd = train(tmp_path, "x", "roles.learner.num_devices=3")
     assert odd.returncode == 2 and "does not split over roles.learner.num_devices=3" in odd.stderr
 
 
 def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=5", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
-           "--print-topology", "--set", f"log.root={tmp_path}", "--set", "roles.learner.device=cpu:1",
-           "--set", "roles.learner.num_devices=4", "--set", "roles.actor.count=2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    proc = train(tmp_path, "t", "roles.learner.device=cpu:1", "roles.learner.num_devices=4", "roles.actor.count=2",
+                 extra=("--print-topology",), env=fake_devices(5))
     assert proc.returncode == 0, proc.stderr
     assert "2 lock-free partition(s) of 50000 transitions" in proc.stdout
     assert "on cpu:1, cpu:2, cpu:3, cpu:4, mesh data=4" in proc.stdout
@@ -115,13 +101,9 @@ def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> No
 
 
 def test_bench_scaling_reports_weak_and_strong_efficiency() -> None:
-    cmd = [sys.executable, "-m", "jaxrl_dist.bench", "scaling", "--devices", "1,2", "--seconds", "0.3",
-           "--global-batch", "128", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = run(command("bench", "scaling", "--devices", "1,2", "--seconds", "0.3", "--global-batch", "128", "--json"),
+               env=with_env(JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    import json
-
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["fake_devices"] is True and set(out["weak_ups"]) == {"1", "2"}
     assert out["weak_efficiency"]["1"] == 1.0 and out["strong_efficiency"]["1"] == 1.0

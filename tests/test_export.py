@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,20 +20,17 @@ from jaxrl_dist.export import FORMATS, ParityError, export_policy, onnx_format, 
 from jaxrl_dist.export.signature import random_observations, signature_of
 from jaxrl_dist.io.policy import LoadedPolicy, load_policy
 
+import cli_runs
+from cli_runs import ROOT, command, run, with_env
+
 pytest.importorskip("onnxruntime", reason="ONNX export tests need the onnx extra: pip install -e '.[onnx]'")
 pytest.importorskip("tensorflow", reason="SavedModel export tests need the tf extra: pip install -e '.[tf]'")
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = str(ROOT / "configs" / "dqn_cartpole.yaml")
 SAMPLES = 1000
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-
-
 def export_cmd(exp: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "jaxrl_dist.export", "--experiment", str(exp), *args]
+    return command("export", "--experiment", str(exp), *args)
 
 
 def without(module: str, tmp: Path) -> dict[str, str]:
@@ -43,16 +38,14 @@ def without(module: str, tmp: Path) -> dict[str, str]:
     shadow = tmp / f"no_{module}" / module
     shadow.mkdir(parents=True, exist_ok=True)
     (shadow / "__init__.py").write_text(f"raise ImportError('{module} is not installed here', name='{module}')\n")
-    return {**os.environ, "PYTHONPATH": str(shadow.parent)}
+    return with_env(PYTHONPATH=str(shadow.parent))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default config trained to a solved CartPole in serial mode (deterministic), exported with `--export all`."""
     root = tmp_path_factory.mktemp("runs")
-    proc = run([sys.executable, "-m", "jaxrl_dist.train", "--config", DEFAULT, "--exp-name", "cartpole", "--quiet",
-                "--set", f"log.root={root}", "--set", "log.tensorboard=false", "--set", "roles.mode=serial",
-                "--export", "all"])
+    proc = cli_runs.train(root, "cartpole", "roles.mode=serial", extra=("--export", "all"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "export onnx: wrote" in proc.stdout and "export savedmodel: wrote" in proc.stdout, proc.stdout[-2000:]
     return root / "cartpole"
@@ -257,8 +250,7 @@ def test_missing_tensorflow_is_a_one_line_error(trained: Path, tmp_path: Path) -
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == f"error: SavedModel export needs TensorFlow, which is not installed: {tf_format.EXTRA_HINT}"
     assert not (tmp_path / "o").exists()
-    train = run([sys.executable, "-m", "jaxrl_dist.train", "--config", DEFAULT, "--set", f"log.root={tmp_path}",
-                 "--exp-name", "never", "--export", "all"], env=without("tensorflow", tmp_path))
+    train = cli_runs.train(tmp_path, "never", extra=("--export", "all"), env=without("tensorflow", tmp_path))
     assert train.returncode == 2 and "pip install 'jaxrl_dist[tf]'" in train.stderr
     assert not (tmp_path / "never").exists()  # refused before the experiment directory is created
 

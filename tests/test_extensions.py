@@ -3,9 +3,6 @@ config-switched transforms (observation normalisation, reward scaling)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,19 +16,10 @@ from jaxrl_dist.envs import make_env
 from jaxrl_dist.io import read_metrics
 from jaxrl_dist.io.policy import load_checkpoint, load_policy
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_runs import ROOT, command, run, train, with_env
+
 EXAMPLES = ROOT / "examples" / "extending"
 FAKE = "jaxrl_dist.envs.fake"
-
-
-def train(root: Path, name: str, config: Path, *sets: str, extra: tuple[str, ...] = (),
-          pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(config), "--exp-name", name, "--quiet",
-           "--set", f"log.root={root}", "--set", "log.tensorboard=false", *extra]
-    for s in sets:
-        cmd += ["--set", s]
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath else None
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
 
 
 def best_eval(exp: Path) -> float:
@@ -40,7 +28,7 @@ def best_eval(exp: Path) -> float:
 
 def test_custom_algorithm_and_torso_solve_cartpole(tmp_path: Path) -> None:
     """examples/extending/cartpole.yaml: clipped double Q + a LayerNorm torso reach >= 475 in the 150k budget."""
-    proc = train(tmp_path, "cdq", EXAMPLES / "cartpole.yaml")
+    proc = train(tmp_path, "cdq", config=EXAMPLES / "cartpole.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert best_eval(tmp_path / "cdq") >= 475.0
 
@@ -48,7 +36,7 @@ def test_custom_algorithm_and_torso_solve_cartpole(tmp_path: Path) -> None:
 @pytest.mark.parametrize("mode", ["serial", "async"])
 def test_custom_env_and_algorithm_learn_chain(tmp_path: Path, mode: str) -> None:
     """examples/extending/chain.yaml: walking past the 0.1 distractor to the reward of 1 (optimal) in 20k steps."""
-    proc = train(tmp_path, mode, EXAMPLES / "chain.yaml", f"roles.mode={mode}")
+    proc = train(tmp_path, mode, f"roles.mode={mode}", config=EXAMPLES / "chain.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert best_eval(tmp_path / mode) >= 1.0
 
@@ -58,7 +46,7 @@ def test_extension_with_transforms_resumes_and_exports(tmp_path: Path) -> None:
     holds the statistics, it resumes, and its ONNX export (statistics inside the graph) matches JAX."""
     sets = ("roles.mode=serial", "env.wrappers=[{frame_stack: 2}]", "network.normalize_obs=true",
             "train.reward_scale=0.5", "train.total_env_steps=2000", "eval.target_return=null", "eval.interval=1000")
-    first = train(tmp_path, "x", EXAMPLES / "chain.yaml", *sets)
+    first = train(tmp_path, "x", *sets, config=EXAMPLES / "chain.yaml")
     assert first.returncode == 0, first.stderr[-3000:]
     tree, meta = load_checkpoint(tmp_path / "x" / "checkpoints")
     stats = tree["learner"].obs_stats
@@ -66,13 +54,12 @@ def test_extension_with_transforms_resumes_and_exports(tmp_path: Path) -> None:
     mean = np.asarray(stats.mean)  # of one-hot cells: each frame's mean sums to 1
     np.testing.assert_allclose(mean.sum(-1), 1.0, rtol=1e-4)
     assert mean.min() >= 0 and 0.1 < mean[:, 1].min() < 0.9
-    resumed = train(tmp_path, "x", EXAMPLES / "chain.yaml", *sets[:-2], "train.total_env_steps=3000",
-                    "eval.target_return=null", "eval.interval=1000", extra=("--resume",))
+    resumed = train(tmp_path, "x", *sets[:-2], "train.total_env_steps=3000", "eval.target_return=null",
+                    "eval.interval=1000", config=EXAMPLES / "chain.yaml", extra=("--resume",))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert load_policy(tmp_path / "x").step >= 3000
     pytest.importorskip("onnxruntime")
-    export = subprocess.run([sys.executable, "-m", "jaxrl_dist.export", "--experiment", str(tmp_path / "x")],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    export = run(command("export", "--experiment", str(tmp_path / "x")))
     assert export.returncode == 0, export.stderr[-3000:]
     assert "actions identical" in export.stdout  # the export's own parity check on 1,000 observations
 
@@ -126,7 +113,7 @@ def test_registration_errors_are_one_line(tmp_path: Path, sets: list[str], messa
     """)
     config = tmp_path / "minimal.yaml"
     config.write_text("env:\n  id: CartPole-v1\n")
-    proc = train(tmp_path, "bad", config, *sets, pythonpath=plugins)
+    proc = train(tmp_path, "bad", *sets, config=config, env=with_env(PYTHONPATH=str(plugins)))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr

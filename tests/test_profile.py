@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from jaxrl_dist.io.trace import TraceRecorder
 from jaxrl_dist.roles.lifetime import Timers
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_runs import train
 
 
 def test_profiled_run_writes_a_trace_of_every_role(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
-           "--exp-name", "p", "--quiet", "--profile", "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false",
-           "--set", "train.total_env_steps=4000", "--set", "eval.interval=2000", "--set", "eval.target_return=null"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = train(tmp_path, "p", "train.total_env_steps=4000", "eval.interval=2000", "eval.target_return=null",
+                 extra=("--profile",))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (trace_file,) = (tmp_path / "p").glob("trace_*.json")
     assert f"profile: {trace_file}" in proc.stdout
@@ -48,10 +44,7 @@ def test_timers_without_trace_keep_only_sums() -> None:
 
 
 def test_jax_profile_window_writes_an_xla_trace(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(ROOT / "configs" / "dqn_cartpole.yaml"),
-           "--exp-name", "j", "--quiet", "--jax-profile", "0.5", "--set", f"log.root={tmp_path}",
-           "--set", "log.tensorboard=false", "--set", "train.total_env_steps=3000", "--set", "eval.interval=0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = train(tmp_path, "j", "train.total_env_steps=3000", "eval.interval=0", extra=("--jax-profile", "0.5"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "jax profile:" in proc.stdout
     assert list((tmp_path / "j" / "jax_profile").rglob("*.trace.json.gz"))

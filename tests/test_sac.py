@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -18,16 +17,14 @@ from jaxrl_dist.export.signature import random_observations, signature_of
 from jaxrl_dist.io import read_metrics
 from jaxrl_dist.io.policy import load_policy
 
-ROOT = Path(__file__).resolve().parents[1]
+import cli_runs
+from cli_runs import ROOT, command, run
+
 CONFIG = ROOT / "configs" / "sac_pendulum.yaml"
 
 
-def train(root: Path, name: str, *sets: str, config: Path = CONFIG) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", str(config), "--exp-name", name, "--quiet",
-           "--set", f"log.root={root}", "--set", "log.tensorboard=false"]
-    for s in sets:
-        cmd += ["--set", s]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+def train(root: Path, name: str, *sets: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    return cli_runs.train(root, name, *sets, config=CONFIG, extra=extra)
 
 
 def test_squashed_sample_log_prob_is_the_change_of_variables() -> None:
@@ -48,8 +45,7 @@ def test_sac_solves_pendulum_and_exports_with_float_parity(tmp_path: Path) -> No
     assert all(r["env_steps"] <= 40_000 + 64 for r in evals)
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tensorflow")
-    export = subprocess.run([sys.executable, "-m", "jaxrl_dist.export", "--experiment", str(tmp_path / "sac"),
-                             "--format", "all"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    export = run(command("export", "--experiment", str(tmp_path / "sac"), "--format", "all"))
     assert export.returncode == 0, export.stderr[-3000:]
     policy = load_policy(tmp_path / "sac")
     obs = random_observations(signature_of(policy), 1000, seed=3)
@@ -76,11 +72,7 @@ def test_sac_serial_mode_runs_and_resumes(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr[-3000:]
     again = train(tmp_path, "s", *sets[:1], "train.total_env_steps=2000", *sets[2:])
     assert again.returncode == 2 and "--resume" in again.stderr  # an existing run is never overwritten by accident
-    resumed = subprocess.run(
-        [sys.executable, "-m", "jaxrl_dist.train", "--config", str(CONFIG), "--exp-name", "s", "--quiet", "--resume",
-         "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false", "--set", "roles.mode=serial",
-         "--set", "train.total_env_steps=2000", "--set", "eval.interval=1000", "--set", "eval.target_return=null"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    resumed = train(tmp_path, "s", *sets[:1], "train.total_env_steps=2000", *sets[2:], extra=("--resume",))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = read_metrics(tmp_path / "s" / "metrics.jsonl")
     assert records[-1]["env_steps"] >= 2000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,20 +19,7 @@ from jaxrl_dist.roles.graph import build_graph
 from jaxrl_dist.io.policy import load_checkpoint
 from jaxrl_dist.roles.runner import run_graph
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = str(ROOT / "configs" / "dqn_cartpole.yaml")
-
-
-def train_cmd(root: Path, name: str, *sets: str, config: str = DEFAULT, extra: tuple[str, ...] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", config, "--exp-name", name, "--quiet",
-           "--set", f"log.root={root}", "--set", "log.tensorboard=false", *extra]
-    for s in sets:
-        cmd += ["--set", s]
-    return cmd
-
-
-def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+from cli_runs import ROOT, run, train_cmd
 
 
 def evals(path: Path) -> list[dict]:

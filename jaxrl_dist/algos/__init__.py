@@ -94,8 +94,10 @@ def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce) -> Algorithm:
     """
     definition = resolve_algorithm(cfg.algo.name)
     if spec.action_kind not in definition.action_kinds:
-        raise UserError(f"algorithm '{cfg.algo.name}' handles {' and '.join(definition.action_kinds)} actions; "
-                        f"env '{cfg.env.id}' has {spec.action_kind} actions")
+        fits = sorted(n for n, d in REGISTRY.items() if spec.action_kind in d.action_kinds)
+        raise UserError(f"config key 'algo.name': {cfg.algo.name} needs {' or '.join(definition.action_kinds)} "
+                        f"actions but env {cfg.env.id} has {spec.action_kind} actions; allowed for it: "
+                        f"{', '.join(fits) or 'none of the built-in algorithms yet'}")
     algo = check_algorithm(definition.make(spec, cfg, grad_reduce), cfg.algo.name)
     if cfg.train.reward_scale != 1.0:
         algo = with_reward_scale(algo, cfg.train.reward_scale)

@@ -39,6 +39,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT_DIR = "checkpoints_best"  # the checkpoint with the best evaluation so far (keep 1)
+VIDEO_DIR = "videos"  # evaluation episodes (eval.video, evaluate --video)
 # Any of these marks a directory as holding a previous run (a bare directory, e.g. one a Slurm script made for its
 # logs, does not).
 _RUN_MARKERS = (CONFIG_FILE, CHECKPOINT_DIR, METRICS_FILE)

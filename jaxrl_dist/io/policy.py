@@ -19,21 +19,16 @@ from jaxrl_dist.io.checkpoint import Checkpointer
 from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR
 
 
-def checkpoint_target(cfg: Config, spec: EnvSpec, actors: int) -> dict[str, Any]:
+def checkpoint_target(algo: Algorithm, actors: int) -> dict[str, Any]:
     """The abstract structure of a checkpoint's arrays (no env, no computation): the restore target."""
-    algo = make_algorithm(spec, cfg)
     return {
         "learner": jax.eval_shape(algo.init, jax.random.PRNGKey(0)),
         "actor_keys": jax.ShapeDtypeStruct((actors, 2), jnp.uint32),
     }
 
 
-def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Reads a checkpoint from its files alone: `({"learner": state, "actor_keys": keys}, meta)`.
-
-    Raises:
-        UserError: No checkpoint (or no such step) in `directory`, or a damaged one; the message names it.
-    """
+def _restore(directory: Path, step: int | None) -> tuple[dict[str, Any], dict[str, Any], Config, EnvSpec, Algorithm]:
+    """A checkpoint's arrays and meta, with the config, env spec and algorithm rebuilt from the meta."""
     with Checkpointer(directory) as ckpt:
         meta = ckpt.read_meta(step)
         step_dir = Path(directory) / str(step if step is not None else ckpt.latest_step())
@@ -45,7 +40,18 @@ def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str,
             raise UserError(
                 f"checkpoint {step_dir} is unreadable (meta lacks or garbles {type(err).__name__}: {err})"
             ) from None
-        tree, meta, _ = ckpt.restore(step, target=checkpoint_target(cfg, spec, actors))
+        algo = make_algorithm(spec, cfg)
+        tree, meta, _ = ckpt.restore(step, target=checkpoint_target(algo, actors))
+    return tree, meta, cfg, spec, algo
+
+
+def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Reads a checkpoint from its files alone: `({"learner": state, "actor_keys": keys}, meta)`.
+
+    Raises:
+        UserError: No checkpoint (or no such step) in `directory`, or a damaged one; the message names it.
+    """
+    tree, meta, *_ = _restore(directory, step)
     return tree, meta
 
 
@@ -119,9 +125,7 @@ def load_policy(experiment: str | Path, step: int | str | None = None) -> Loaded
     if not ckpt_dir.is_dir():
         what = "best checkpoint (did the run evaluate?)" if step == "best" else "checkpoint (has the run saved one yet?)"
         raise UserError(f"no {what} in {exp}: it has no {folder}/ folder")
-    tree, meta = load_checkpoint(ckpt_dir, None if step == "best" else step)  # type: ignore[arg-type]
-    cfg, spec = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"])
-    algo = make_algorithm(spec, cfg)
+    tree, meta, cfg, spec, algo = _restore(ckpt_dir, None if step == "best" else step)  # type: ignore[arg-type]
     saved_step = int(meta["counters"]["env_steps"])
     name = f"best-{saved_step}" if step == "best" else str(saved_step)
     return LoadedPolicy(exp, saved_step, cfg, spec, algo, algo.actor_params(tree["learner"]), meta, name)

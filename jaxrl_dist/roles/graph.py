@@ -9,7 +9,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from jaxrl_dist.algos import REGISTRY, Algorithm, Transition, make_algorithm, resolve_algorithm
+from jaxrl_dist.algos import Algorithm, Transition, make_algorithm
 from jaxrl_dist.config import Config, Sizes, derive
 from jaxrl_dist.distributed import LearnerMesh
 from jaxrl_dist.envs import EnvSpec, VecEnv, make_env
@@ -100,8 +100,8 @@ class Graph:
 
 
 def check_fit(cfg: Config, spec: EnvSpec) -> None:
-    """Raises `UserError` where the config cannot work with the env (the torso, observation normalisation, the
-    algorithm's action kind, what the algorithm's `make` returns)."""
+    """Raises `ConfigError` where the network config cannot work with the env (the torso, observation
+    normalisation); `make_algorithm` checks the algorithm's fit."""
     if cfg.network.torso == "nature_cnn" and len(spec.obs_shape) != 3:
         raise ConfigError(
             f"config key 'network.torso': nature_cnn needs [C, H, W] frames but env {cfg.env.id} has observations "
@@ -110,13 +110,6 @@ def check_fit(cfg: Config, spec: EnvSpec) -> None:
     if cfg.network.normalize_obs and not np.issubdtype(np.dtype(spec.obs_dtype), np.floating):
         raise ConfigError(f"config key 'network.normalize_obs': env {cfg.env.id} has {spec.obs_dtype} observations; "
                           f"normalisation is for float vectors (frames are scaled by the nature_cnn torso)")
-    kinds = resolve_algorithm(cfg.algo.name).action_kinds
-    if spec.action_kind not in kinds:
-        fits = sorted(n for n, d in REGISTRY.items() if spec.action_kind in d.action_kinds)
-        raise ConfigError(f"config key 'algo.name': {cfg.algo.name} needs {' or '.join(kinds)} actions but env "
-                          f"{cfg.env.id} has {spec.action_kind} actions; allowed for it: "
-                          f"{', '.join(fits) or 'none of the built-in algorithms yet'}")
-    make_algorithm(spec, cfg)  # a user's make() that returns something unusable fails here, before any file exists
 
 
 def preflight(cfg: Config) -> EnvSpec:
@@ -127,6 +120,7 @@ def preflight(cfg: Config) -> EnvSpec:
     env = make_envs(cfg, derive(cfg), 1, 1, 1, cfg.train.seed)[0]
     try:
         check_fit(cfg, env.spec)
+        make_algorithm(env.spec, cfg)  # the action kind, and a user's make() that returns something unusable
         return env.spec
     finally:
         env.close()

@@ -17,15 +17,13 @@ import numpy as np
 
 from jaxrl_dist.config import Config, to_dict
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
-from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR
+from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, VIDEO_DIR
 from jaxrl_dist.io.policy import checkpoint_target
 from jaxrl_dist.io.video import TensorBoardVideos, recorder
 from jaxrl_dist.roles.evaluator import EvalResult, Snapshot, next_multiple
 from jaxrl_dist.roles.graph import Counters, Graph, attach_video, build_graph, zero_batches
 
 JOIN_TIMEOUT_S = 10.0
-BEST_DIR = BEST_CHECKPOINT_DIR  # the checkpoint with the best eval mean so far, next to checkpoints/
-VIDEO_DIR = "videos"
 
 
 @dataclasses.dataclass
@@ -75,7 +73,7 @@ class Driver:
         self.jax_traced = cfg.log.jax_profile_s <= 0  # True once the window is done (or when none is wanted)
         self.eval_results: queue.Queue[EvalResult] = queue.Queue(maxsize=4)
         self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
-        self.best_ckpt = Checkpointer(exp_dir / BEST_DIR, keep=1)
+        self.best_ckpt = Checkpointer(exp_dir / BEST_CHECKPOINT_DIR, keep=1)
         self.tb_videos: TensorBoardVideos | None = None
         if graph.evaluator is not None and cfg.eval.video:
             self.tb_videos = TensorBoardVideos(exp_dir / "tb") if cfg.log.tensorboard else None
@@ -239,9 +237,11 @@ class Driver:
         updates = g.limiter.updates
         sps = (steps - self.last_log_steps) / dt
         ups = (updates - self.last_log_updates) / dt
-        record: dict[str, Any] = {"updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
-                       "replay/size": g.replay.size(), "replay/prefetch_depth": g.prefetch.depth(),
-                       "params/version": g.store.version}
+        record: dict[str, Any] = {
+            "updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
+            "replay/size": g.replay.size(), "replay/prefetch_depth": g.prefetch.depth(),
+            "params/version": g.store.version,
+        }
         if self.returns:
             returns, lengths = np.concatenate(self.returns), np.concatenate(self.lengths)
             record.update({"train/episode_return": float(returns.mean()),
@@ -302,7 +302,7 @@ class Driver:
 def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[str, Any]:
     """Loads a checkpoint into a freshly built graph (same config); returns its meta."""
     g = graph
-    target = checkpoint_target(g.cfg, g.spec, len(g.actors))
+    target = checkpoint_target(g.algo, len(g.actors))
     tree, meta, extra = ckpt.restore(step, target=target)
     state = jax.device_put(tree["learner"], g.placement.replicated)
     updates = int(meta["counters"]["updates"])
