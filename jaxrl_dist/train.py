@@ -11,6 +11,11 @@ import shlex  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from jaxrl_dist.config import Config
+    from jaxrl_dist.distributed.groups import Peers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="trace XLA ops with jax.profiler for SECONDS (default 5) once learning starts")
     p.add_argument("--profile", action="store_true",
                    help="record every role's spans into trace_<start>.json in the experiment (opens in Perfetto)")
+    p.add_argument("--distributed", action="store_true",
+                   help="one learner mesh over the processes of this srun / mpirun job (jax.distributed)")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator (process 0's address)")
+    p.add_argument("--num-processes", type=int, metavar="N", help="jax.distributed: processes in the run")
+    p.add_argument("--process-id", type=int, metavar="I", help="jax.distributed: this process, 0 to N-1")
     p.add_argument("--export", metavar="FORMAT",
                    help="export the final policy: onnx, savedmodel or all (see python -m jaxrl_dist.export)")
     return p.parse_args(argv)
@@ -44,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides) + (["log.quiet=true"] if args.quiet else []) + (
         ["log.profile=true"] if args.profile else []) + (
         [f"log.jax_profile_s={args.jax_profile}"] if args.jax_profile is not None else [])
+    group = None
     try:
         cfg = load_config(args.config, overrides, seed=args.seed)
         if args.print_topology:
@@ -51,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(describe(cfg))
             return 0
+        group = _peers(args, cfg)  # MPI groups or jax.distributed processes; None for a lone process
+        lead = group is None or group.lead  # the process that writes the experiment directory
         name = args.exp_name or Path(args.config).stem
         exp_dir = resolve_experiment_dir(cfg.log.root, name)
         if args.resume:
@@ -59,30 +72,46 @@ def main(argv: list[str] | None = None) -> int:
 
         preflight(cfg)  # bad env ids and devices fail here, before the experiment directory exists
         export_formats = _export_formats(args.export)  # a missing ONNX / TF runtime fails before training
-        exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
+        if lead:
+            exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if group is not None:
+            group.agree(False, "start")  # the other groups stop too
         return e.exit_code
+    if group is not None and not group.agree(True, "start"):
+        print(f"error: {group.kind} {group.rank}: another {group.kind} could not start the run (its error is above)",
+              file=sys.stderr)
+        return 2
 
     from jaxrl_dist.roles import train
 
-    if not args.resume:
+    if lead and not args.resume:
         write_config_snapshot(exp_dir, to_dict(cfg))
-    print(f"experiment: {exp_dir}", flush=True)
+    if lead:
+        print(f"experiment: {exp_dir}" + (f" ({group.count} {group.plural})" if group else ""), flush=True)
     try:
-        result = train(cfg, exp_dir, resume=args.resume, start_time=START_TIME)
+        result = train(cfg, exp_dir, resume=args.resume, start_time=START_TIME, group=group)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        if group is not None:
+            group.abort(f"{group.kind} {group.rank} stopped")
         return e.exit_code
     except RoleError as e:
         print(f"error: role '{e.role}' failed; the run was stopped:\n{e.tb}", file=sys.stderr)
+        if group is not None:
+            group.abort(f"{group.kind} {group.rank}: role '{e.role}' failed")
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the roles started (while building or restoring): nothing to save
         print("interrupted before training started; nothing was trained or saved", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001 - a crash of the driver itself: traceback, non-zero exit
         traceback.print_exc()
+        if group is not None:
+            group.abort(f"{group.kind} {group.rank} crashed")
         return 1
+    if not lead:
+        return 128 + result.signal if result.signal else 0
     best = f", best eval return {result.best_eval:.1f}" if result.best_eval is not None else ""
     print(f"{result.reason}: {result.env_steps} env steps, {result.updates} updates in {result.wall_s:.1f} s{best}",
           flush=True)
@@ -90,6 +119,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint saved; continue with: {resume_command(argv, name)}", flush=True)
         return 128 + result.signal
     return _export_final(exp_dir, export_formats) if export_formats else 0
+
+
+def _peers(args: argparse.Namespace, cfg: Config) -> Peers | None:
+    """This process's MPI group (`roles.groups.count > 1`) or place in a `jax.distributed` run (`--distributed` or
+    `--coordinator ...`), or None. The two do not combine."""
+    from jaxrl_dist.distributed.groups import open_group
+    from jaxrl_dist.distributed.processes import initialize
+    from jaxrl_dist.errors import ConfigError
+
+    groups = cfg.roles.groups
+    multiprocess = args.distributed or args.coordinator is not None or args.num_processes is not None
+    if multiprocess and groups.count > 1:
+        raise ConfigError(f"config key 'roles.groups.count': value {groups.count} with --distributed; a run is "
+                          f"either MPI groups or one jax.distributed mesh (allowed with --distributed: 1)")
+    if groups.count > 1:
+        return open_group(groups.count, groups.timeout_s)
+    return initialize(args.coordinator, args.num_processes, args.process_id, args.distributed, groups.timeout_s)
 
 
 def _export_formats(value: str | None) -> list[str]:

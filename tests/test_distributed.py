@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 from cli_runs import command, fake_devices, run, train, with_env
+from test_groups import needs_mpi
 
 # Fake devices must be configured before JAX starts, so the check runs in its own process.
 SCRIPT = textwrap.dedent("""
@@ -101,10 +102,21 @@ def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> No
 
 
 def test_bench_scaling_reports_weak_and_strong_efficiency() -> None:
-    proc = run(command("bench", "scaling", "--devices", "1,2", "--seconds", "0.3", "--global-batch", "128", "--json"),
-               env=with_env(JAX_PLATFORMS="cpu"))
+    proc = run(command("bench", "scaling", "--devices", "1,2", "--seconds", "0.3", "--global-batch", "128", "--json",
+                       "--groups="), env=with_env(JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["fake_devices"] is True and set(out["weak_ups"]) == {"1", "2"}
     assert out["weak_efficiency"]["1"] == 1.0 and out["strong_efficiency"]["1"] == 1.0
     assert all(v > 0 for v in out["weak_ups"].values()) and all(v > 0 for v in out["strong_ups"].values())
+
+
+@needs_mpi
+def test_bench_scaling_measures_mpi_groups() -> None:
+    """The groups half: whole runs under mpirun with 1 and 2 groups, rates and weak-scaling efficiency."""
+    proc = run(command("bench", "scaling", "--devices", "1", "--seconds", "0.2", "--json", "--groups", "1,2",
+                       "--group-steps", "12000", "--sync", "params", "--repeats", "1"), env=with_env(JAX_PLATFORMS="cpu"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])["groups"]["runs"]["params"]
+    assert set(runs) == {"1", "2"} and runs["1"]["weak_efficiency"] == 1.0
+    assert all(r["sps"] > 0 and r["ups"] > 0 for r in runs.values())

@@ -7,15 +7,17 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxrl_dist.algos.base import Algorithm, AlgorithmDef, GradReduce, Transition, no_reduce
+from jaxrl_dist.algos.base import Algorithm, AlgorithmDef, GradReduce, Segment, Transition, no_reduce
 from jaxrl_dist.algos.dqn import DQN
+from jaxrl_dist.algos.ppo import PPO
 from jaxrl_dist.algos.sac import SAC
 from jaxrl_dist.algos.transforms import with_obs_norm, with_reward_scale
 from jaxrl_dist.errors import UserError
 from jaxrl_dist.plugins import import_object, is_plugin_path
 
-REGISTRY: dict[str, AlgorithmDef] = {"dqn": DQN, "sac": SAC}
+REGISTRY: dict[str, AlgorithmDef] = {"dqn": DQN, "sac": SAC, "ppo": PPO}
 REPLAY_CONFIG_FIELDS = ("gamma", "n_step")  # the replay writer computes n-step returns with them
+SEGMENT_CONFIG_FIELDS = ("segment_length",)  # the actors cut segments of this many steps
 
 
 def resolve_algorithm(name: str) -> AlgorithmDef:
@@ -44,17 +46,18 @@ def resolve_algorithm(name: str) -> AlgorithmDef:
     if params is None or not params.frozen:
         raise UserError(f"{what}: its config {cfg_cls.__name__} is not frozen (use @dataclasses.dataclass(frozen=True))")
     fields = {f.name: f for f in dataclasses.fields(cfg_cls)}
-    needed = ("name", *REPLAY_CONFIG_FIELDS) if obj.data == "replay" else ("name",)
+    needed = ("name", *(REPLAY_CONFIG_FIELDS if obj.data == "replay" else SEGMENT_CONFIG_FIELDS))
     missing = [f for f in needed if f not in fields]
     if missing:
         raise UserError(f"{what}: its config {cfg_cls.__name__} lacks the field(s) {', '.join(missing)} "
-                        f"(every algorithm config has 'name'; a replay algorithm's also 'gamma' and 'n_step')")
+                        f"(every algorithm config has 'name'; a replay algorithm's also 'gamma' and 'n_step', a "
+                        f"segments algorithm's 'segment_length')")
     no_default = [n for n, f in fields.items() if n != "name" and f.default is dataclasses.MISSING
                   and f.default_factory is dataclasses.MISSING]
     if no_default:
         raise UserError(f"{what}: config field(s) {', '.join(no_default)} of {cfg_cls.__name__} need a default")
-    if obj.data != "replay":
-        raise UserError(f"{what}: data={obj.data!r} is not supported; allowed: 'replay'")
+    if obj.data not in ("replay", "segments"):
+        raise UserError(f"{what}: data={obj.data!r} is not supported; allowed: 'replay', 'segments'")
     bad_kinds = [k for k in obj.action_kinds if k not in ("discrete", "continuous")]
     if bad_kinds or not obj.action_kinds:
         raise UserError(f"{what}: action_kinds {obj.action_kinds!r} is not allowed; use 'discrete' and/or 'continuous'")
@@ -106,5 +109,5 @@ def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce) -> Algorithm:
     return algo
 
 
-__all__ = ["REGISTRY", "Algorithm", "AlgorithmDef", "GradReduce", "Transition", "check_algorithm", "make_algorithm",
-           "no_reduce", "resolve_algorithm"]
+__all__ = ["REGISTRY", "Algorithm", "AlgorithmDef", "GradReduce", "Segment", "Transition", "check_algorithm",
+           "make_algorithm", "no_reduce", "resolve_algorithm"]

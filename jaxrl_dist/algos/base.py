@@ -50,13 +50,61 @@ class Transition(NamedTuple):
     next_obs: Any
 
 
+class PrioritizedBatch(NamedTuple):
+    """A `Transition` batch from prioritized replay (`replay.prioritized: true`): the same first five fields, so
+    code that reads them by name (and `_replace`) works unchanged, plus what prioritisation needs.
+
+    An algorithm that supports prioritized replay multiplies its per-sample losses by `weight` and returns the
+    `[B]` float32 metric `priority`, the `|TD error|` of each sample; the learner hands it back to the replay.
+
+    Attributes:
+        obs, action, reward, discount, next_obs: as in `Transition`.
+        weight: `[B]` float32 importance-sampling weights, at most 1.
+        index: `[B, 2]` int32 (replay partition, sequence number mod 2^31) of each sample; the update ignores it.
+    """
+
+    obs: Any
+    action: Any
+    reward: Any
+    discount: Any
+    next_obs: Any
+    weight: Any
+    index: Any
+
+
+class Segment(NamedTuple):
+    """A trajectory segment of one actor, env-major: `B` envs, `T + 1` consecutive env rows each.
+
+    Row `t` is what `recv` gave (the observation and the reward, termination and truncation of the step into it)
+    and what `act` returned for it. Row `T` is the bootstrap row; it is row 0 of the actor's next segment. The
+    transition `t -> t + 1` is real unless row `t` ended an episode (the env then resets and row `t + 1` is `first`).
+    Env-major (`[B, T + 1]`, not `[T + 1, B]`) so that the learner's batch sharding splits it along envs.
+
+    Attributes:
+        obs: `[B, T + 1, *obs_shape]` observations.
+        reward: `[B, T + 1]` float32 reward of the step into row t (0 where `first`).
+        terminated: `[B, T + 1]` bool, row t is a terminal state (no bootstrap).
+        truncated: `[B, T + 1]` bool, row t ended the episode by a time limit (its value is bootstrapped).
+        first: `[B, T + 1]` bool, row t starts an episode.
+        policy: the pytree `act` returned for each row, leaves `[B, T + 1, ...]` (PPO: action, log-prob, value).
+    """
+
+    obs: Any
+    reward: Any
+    terminated: Any
+    truncated: Any
+    first: Any
+    policy: Any
+
+
 class Algorithm(NamedTuple):
     """The pure functions of one algorithm, closed over its networks and optimizer.
 
     Attributes:
         init: `key -> state`, the full learner state (a flax.struct.dataclass).
         update: `(state, batch) -> (state, metrics)` for one shard; jit-able; metrics are scalars.
-        act: `(params, obs [B, ...], key, eps) -> (actions [B], key)`, the exploring policy of actors.
+        act: `(params, obs [B, ...], key, eps) -> (actions [B], key)`, the exploring policy of actors (for
+            `data="segments"`: `(record, key)`, a pytree with an `action` field, see `AlgorithmDef`).
         eval_act: `(params, obs [B, ...]) -> actions [B]`, the greedy / deterministic policy.
         inference: `(params, obs [B, ...]) -> {name: [B, ...]}`, the deployable policy: what evaluation and export
             run. Its "action" entry is `eval_act`'s action; the other entries are the algorithm's policy outputs
@@ -68,7 +116,7 @@ class Algorithm(NamedTuple):
 
     init: Callable[[jax.Array], Any]
     update: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
-    act: Callable[[Any, jax.Array, jax.Array, Any], tuple[jax.Array, jax.Array]]
+    act: Callable[[Any, jax.Array, jax.Array, Any], tuple[Any, jax.Array]]  # actions, or a record (segments)
     eval_act: Callable[[Any, jax.Array], jax.Array]
     actor_params: Callable[[Any], Any]
     exploration: Callable[[int], float]
@@ -90,11 +138,16 @@ class AlgorithmDef:
             (`cfg.algo` is an instance of `config`). `update` must reduce its gradients with `grad_reduce` (identity
             on one device, a collective where the system shards the batch).
         data: What the learner feeds `update`: "replay", a `Transition` batch `[B, ...]` sampled from the host
-            replay (n-step returns precomputed with `cfg.algo.gamma` and `cfg.algo.n_step` when the config has them).
+            replay (n-step returns precomputed with `cfg.algo.gamma` and `cfg.algo.n_step` when the config has them);
+            with `replay.prioritized`, a `PrioritizedBatch` (the algorithm then weighs its losses and returns a
+            `priority` metric, see there);
+            or "segments" (on-policy), one actor's `Segment` `[B, T + 1, ...]` per update, with `T` the config's
+            `segment_length`. A segments algorithm's `act` returns `(record, key)`: `record` is a pytree with an
+            `action` field (what the env gets), all leaves `[B, ...]`, stored in the segment as `Segment.policy`.
         action_kinds: The action spaces it handles: "discrete", "continuous" or both.
     """
 
     config: type
     make: Callable[..., Algorithm]
-    data: Literal["replay"] = "replay"
+    data: Literal["replay", "segments"] = "replay"
     action_kinds: tuple[str, ...] = ("discrete", "continuous")

@@ -15,7 +15,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition
+from jaxrl_dist.algos.base import Algorithm, GradReduce, Segment, Transition
 
 OBS_CLIP = 5.0  # normalised observations are clipped to [-5, 5], as in SB3's VecNormalize (clip_obs=10) but tighter
 VAR_EPS = 1e-8
@@ -73,9 +73,13 @@ def with_obs_norm(algo: Algorithm, obs_shape: tuple[int, ...], grad_reduce: Grad
         zeros = jnp.zeros(obs_shape, jnp.float32)
         return ObsNormState(algo.init(key), ObsStats(zeros, jnp.ones(obs_shape, jnp.float32), jnp.float32(VAR_EPS)))
 
-    def update(state: ObsNormState, batch: Transition) -> tuple[ObsNormState, dict[str, jax.Array]]:
-        stats = merge_moments(state.obs_stats, batch.obs, grad_reduce)
-        batch = batch._replace(obs=normalize(stats, batch.obs), next_obs=normalize(stats, batch.next_obs))
+    def update(state: ObsNormState, batch: Transition | Segment) -> tuple[ObsNormState, dict[str, jax.Array]]:
+        if isinstance(batch, Segment):  # on-policy rows [B, T + 1, ...]: every row is an observation
+            stats = merge_moments(state.obs_stats, batch.obs.reshape(-1, *obs_shape), grad_reduce)
+            batch = batch._replace(obs=normalize(stats, batch.obs))
+        else:
+            stats = merge_moments(state.obs_stats, batch.obs, grad_reduce)
+            batch = batch._replace(obs=normalize(stats, batch.obs), next_obs=normalize(stats, batch.next_obs))
         inner, metrics = algo.update(state.inner, batch)
         return ObsNormState(inner, stats), metrics
 

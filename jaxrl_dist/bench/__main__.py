@@ -1,4 +1,4 @@
-"""`python -m jaxrl_dist.bench {throughput,solve,scaling} ... [--json]`: prints a table, or one JSON object with --json."""
+"""`python -m jaxrl_dist.bench {throughput,solve,scaling,replay} ... [--json]`: prints a table, or one JSON object with --json."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from jaxrl_dist.bench import scaling, solve, throughput
+from jaxrl_dist.bench import replay, scaling, solve, throughput
 
-COMMANDS = {"throughput": throughput, "solve": solve, "scaling": scaling}
+COMMANDS = {"throughput": throughput, "solve": solve, "scaling": scaling, "replay": replay}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,10 @@ The learner call is the one training uses (`jaxrl_dist.distributed.fused_update`
 shard_map over a `data` mesh), fed with batches already on their shards, so the figures are the learner's alone.
 On a CPU the devices are faked (`XLA_FLAGS=--xla_force_host_platform_device_count=8`, set here by re-running in a
 child process when fewer devices exist) and share the same cores: the figures then show the mechanics, not speed.
-MPI groups are not built yet, so the groups half of the issue's benchmark is reported as missing.
+
+Groups: whole training runs under `mpirun -n G` (one process per group, each bound to its own core), with env steps/s
+and updates/s read from group 0's metrics (the run's totals) once learning started. Weak scaling: every group keeps
+the same work, so the ideal total grows G-fold and the efficiency is `sps_G / (G * sps_1)`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -31,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-batch", type=int, default=512, help="strong scaling: transitions per update in all")
     p.add_argument("--seconds", type=float, default=2.0, help="measuring window per figure")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--groups", default="1,2", help="MPI group counts to measure (empty: skip the groups part)")
+    p.add_argument("--group-steps", type=int, default=60_000, help="env steps per group in each groups run")
+    p.add_argument("--sync", default="grads,params", help="how the groups synchronise: grads, params or both")
+    p.add_argument("--repeats", type=int, default=3, help="runs per groups figure; the median is reported")
 
 
 def _counts(text: str) -> list[int]:
@@ -70,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "weak_efficiency": {n: weak[n] / weak[base] for n in counts},
         # Strong: the same total work split n ways, ideal ups grows n-fold: efficiency is ups_n / (n * ups_1).
         "strong_efficiency": {n: strong[n] / (strong[base] * n / base) for n in counts},
-        "groups": "not built yet (MPI groups, issue 3)",
+        "groups": _groups(args),
     }
 
 
@@ -80,6 +88,8 @@ def _rerun_with_fake_devices(n: int, args: argparse.Namespace) -> dict[str, Any]
     argv = ["scaling", "--config", args.config, "--devices", args.devices, "--batch-per-device",
             str(args.batch_per_device), "--global-batch", str(args.global_batch), "--seconds", str(args.seconds)]
     argv += [f"--set={o}" for o in args.overrides]
+    argv += [f"--groups={args.groups}", "--group-steps", str(args.group_steps), f"--sync={args.sync}",
+             "--repeats", str(args.repeats)]
     proc = subprocess.run([sys.executable, "-m", "jaxrl_dist.bench", *argv, "--json"], capture_output=True,
                           text=True, env=env, timeout=1800)
     if proc.returncode != 0:
@@ -128,8 +138,71 @@ def render(r: dict[str, Any]) -> str:
     for n in r["weak_ups"]:
         lines.append(f"  {n:7d}  {r['weak_ups'][n]:24,.0f}  {r['weak_efficiency'][n]:4.2f}   "
                      f"{r['strong_ups'][n]:18,.0f}  {r['strong_efficiency'][n]:4.2f}")
-    lines.append(f"  groups: {r['groups']}")
+    g = r["groups"]
+    if isinstance(g, str):
+        lines.append(f"  groups: {g}")
+        return "\n".join(lines)
+    lines.append(f"  groups (mpirun, one core each, {g['steps_per_group']} env steps per group)")
+    lines.append("   sync    groups  env steps/s  updates/s  weak eff")
+    for sync, runs in g["runs"].items():
+        for n, f in runs.items():
+            lines.append(f"  {sync:7s} {int(n):6d}  {f['sps']:11,.0f}  {f['ups']:9,.0f}  {f['weak_efficiency']:8.2f}")
     return "\n".join(lines)
+
+
+def _groups(args: argparse.Namespace) -> dict[str, Any] | str:
+    """Env steps/s and updates/s of whole runs with 1, 2, ... groups, or why they were not measured."""
+    if not args.groups.strip():
+        return "not measured (--groups '')"
+    counts = _counts(args.groups)
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("mpi4jax") is None or shutil.which("mpirun") is None:
+        return "not measured: mpi4jax or mpirun is missing (install the mpi extra, README 'Tested with')"
+    modes = [m.strip() for m in args.sync.split(",") if m.strip()]
+    if not modes or set(modes) - {"grads", "params"}:
+        raise UserError(f"--sync {args.sync!r} is not allowed; use grads, params or grads,params")
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for mode in modes:
+        runs = {n: _median_run(args, n, mode) for n in counts}
+        base = counts[0]
+        for n, f in runs.items():
+            f["weak_efficiency"] = f["sps"] / (runs[base]["sps"] * n / base) if runs[base]["sps"] else 0.0
+        out[mode] = runs
+    return {"steps_per_group": args.group_steps, "runs": out}
+
+
+def _median_run(args: argparse.Namespace, n: int, sync: str) -> dict[str, float]:
+    """The run with the median env steps/s of `--repeats` runs (two processes on two cores vary by 20% or more
+    from run to run)."""
+    runs = sorted((_group_run(args, n, sync) for _ in range(max(1, args.repeats))), key=lambda f: f["sps"])
+    return runs[len(runs) // 2]
+
+
+def _group_run(args: argparse.Namespace, n: int, sync: str) -> dict[str, float]:
+    """One training run with `n` groups; rates between the first metrics line with updates and the last."""
+    import tempfile
+
+    from jaxrl_dist.io.metrics import read_metrics
+
+    with tempfile.TemporaryDirectory(prefix="jaxrl_groups_") as tmp:
+        sets = [f"roles.groups.count={n}", f"roles.groups.sync={sync}", f"log.root={tmp}", "log.interval_s=0.25",
+                f"train.total_env_steps={args.group_steps * n}", "eval.interval=0", "log.tensorboard=false",
+                "env.num_threads=1", "checkpoint.interval=0", *args.overrides]
+        cmd = ["mpirun", "-n", str(n), "-bind-to", "core", sys.executable, "-m", "jaxrl_dist.train",
+               "--config", args.config, "--exp-name", "g", "--quiet"]
+        for item in sets:
+            cmd += ["--set", item]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise UserError(f"bench scaling: the {n}-group {sync} run failed: {proc.stderr.strip().splitlines()[-1:]}")
+        rows = [r for r in read_metrics(Path(tmp) / "g" / "metrics.jsonl") if r.get("updates", 0) > 0 and "sps" in r]
+    if len(rows) < 3:
+        raise UserError(f"bench scaling: the {n}-group run was too short to measure; raise --group-steps")
+    first, last = rows[1], rows[-2]  # skip the line with the first (compiling) calls and the final one
+    dt = last["wall_s"] - first["wall_s"]
+    return {"sps": (last["env_steps"] - first["env_steps"]) / dt, "ups": (last["updates"] - first["updates"]) / dt}
 
 
 __all__ = ["add_arguments", "render", "run"]

@@ -26,6 +26,8 @@ class Sizes:
     updates_per_call: int
     eval_envs: int  # one env per evaluation episode, stepped side by side
     eval_seed: int  # eval env i is seeded with eval_seed + i, in every evaluation (and in offline `evaluate`)
+    group_env_steps: int  # each group's share of train.total_env_steps (all of it without groups)
+    beta_steps: int = 0  # env steps over which prioritized replay anneals beta (replay.beta_steps, 0: the budget)
 
 
 def derive(cfg: Config) -> Sizes:
@@ -43,6 +45,8 @@ def derive(cfg: Config) -> Sizes:
             f"{env.num_envs} envs together (allowed: 0 or {env.num_envs})"
         )
     threads = env.num_threads or max(1, min(os.cpu_count() or 1, env.num_envs))
+    if hasattr(cfg.algo, "segment_length"):  # an on-policy algorithm: segments, no replay (roles/segments.py)
+        return derive_segments(cfg, threads)
     actors = roles.actor.count if roles.mode == "async" else 1
     capacity = cfg.replay.capacity // actors
     write_margin = env_batch * cfg.algo.n_step
@@ -74,6 +78,7 @@ def derive(cfg: Config) -> Sizes:
             f"config key 'train.max_staleness': value {train.max_staleness} is below roles.learner.updates_per_call"
             f"={k}: parameters are published once per call; allowed: >= {k}"
         )
+    check_groups(cfg)
     check = getattr(cfg.algo, "check", None)  # an algorithm config's rules between its own fields
     if callable(check):
         check()
@@ -97,7 +102,35 @@ def derive(cfg: Config) -> Sizes:
         updates_per_call=k,
         eval_envs=cfg.eval.episodes,
         eval_seed=eval_seed(cfg),
+        group_env_steps=-(-train.total_env_steps // roles.groups.count),
+        beta_steps=cfg.replay.beta_steps or train.total_env_steps,
     )
+
+
+def check_groups(cfg: Config) -> None:
+    """Rules of `roles.groups` against the other keys; raises ConfigError."""
+    groups, learner = cfg.roles.groups, cfg.roles.learner
+    if groups.count == 1:
+        return
+    if learner.num_devices > 1:
+        raise ConfigError(
+            f"config key 'roles.learner.num_devices': value {learner.num_devices} with roles.groups.count="
+            f"{groups.count}; a group's learner runs on one device (allowed: 1), groups give the data parallelism"
+        )
+    k = learner.updates_per_call
+    if groups.sync == "params" and groups.interval % k:
+        raise ConfigError(
+            f"config key 'roles.groups.interval': value {groups.interval} is not a multiple of "
+            f"roles.learner.updates_per_call={k} (parameters are averaged between learner calls); allowed: a "
+            f"multiple of {k}"
+        )
+    per_group = -(-cfg.train.total_env_steps // groups.count)
+    if cfg.train.learning_starts >= per_group:
+        raise ConfigError(
+            f"config key 'train.learning_starts': value {cfg.train.learning_starts} leaves no training in a group's "
+            f"share of train.total_env_steps ({per_group} env steps each for {groups.count} groups); allowed: < "
+            f"{per_group}"
+        )
 
 
 def eval_seed(cfg: Config) -> int:
@@ -110,3 +143,35 @@ def eval_seed(cfg: Config) -> int:
 def validate(cfg: Config) -> None:
     """Raises `ConfigError` if the config's sizes do not fit together."""
     derive(cfg)
+
+
+def derive_segments(cfg: Config, threads: int) -> Sizes:
+    """The sizes of an on-policy run (its config has `segment_length`): every recv returns all envs, each segment
+    is one learner update split along envs over the learner devices; the replay keys do not apply."""
+    env, roles = cfg.env, cfg.roles
+    if env.batch_size not in (0, env.num_envs):
+        raise ConfigError(
+            f"config key 'env.batch_size': value {env.batch_size} with an on-policy algorithm ({cfg.algo.name}); "
+            f"segments step all envs together (allowed: 0 or {env.num_envs})"
+        )
+    shards = roles.learner.num_devices
+    if env.num_envs % shards:
+        raise ConfigError(
+            f"config key 'env.num_envs': value {env.num_envs} does not split over roles.learner.num_devices={shards} "
+            f"(segments are split along envs); allowed: a multiple of {shards}"
+        )
+    if cfg.checkpoint.save_replay:
+        raise ConfigError(f"config key 'checkpoint.save_replay': {cfg.algo.name} has no replay; allowed: false")
+    if roles.groups.count > 1 and roles.learner.num_devices > 1:
+        raise ConfigError(
+            f"config key 'roles.learner.num_devices': value {roles.learner.num_devices} with roles.groups.count="
+            f"{roles.groups.count}; a group's learner runs on one device (allowed: 1)"
+        )
+    check = getattr(cfg.algo, "check", None)
+    if callable(check):
+        check()
+    if cfg.network.torso == "nature_cnn" and not cfg.network.hidden:
+        raise ConfigError("config key 'network.hidden': the nature_cnn torso needs at least one hidden layer size")
+    return Sizes(env_batch=env.num_envs, env_threads=threads, capacity_per_actor=0, write_margin=0, ratio_slack=0,
+                 updates_per_call=1, eval_envs=cfg.eval.episodes, eval_seed=eval_seed(cfg),
+                 group_env_steps=-(-cfg.train.total_env_steps // roles.groups.count))

@@ -88,6 +88,16 @@ class ReplayConfig:
     capacity: int = fld(100_000, "Transitions kept (split evenly between actors).", ge=1)
     batch_size: int = fld(64, "Transitions per learner update.", ge=1)
     prefetch: int = fld(2, "Batches prepared ahead and already on the learner device (async mode).", ge=1)
+    prioritized: bool = fld(False, "Prioritized replay: draw in proportion to (|TD error| + priority_eps)^alpha, "
+                                   "weigh losses by importance weights (algorithms that return a `priority` metric).")
+    alpha: float = fld(0.6, "Priority exponent (0: uniform draws).", ge=0.0)
+    beta_start: float = fld(0.4, "Importance-sampling exponent at the start (prioritized).", ge=0.0, le=1.0)
+    beta_end: float = fld(1.0, "Importance-sampling exponent after beta_steps (prioritized).", ge=0.0, le=1.0)
+    beta_steps: int = fld(0, "Env steps over which beta goes linearly from beta_start to beta_end; 0: "
+                             "train.total_env_steps.", ge=0)
+    priority_eps: float = fld(1e-6, "Added to |TD error| so that no stored item has priority 0.", gt=0.0)
+    frame_dedup: bool = fld(False, "Store each frame of [C, H, W] uint8 frame stacks once and rebuild the stacks "
+                                   "when sampling (Atari: about 7.5 KB instead of 56 KB per transition).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,14 +105,16 @@ class ActorRoleConfig:
     """Actor threads: each steps its own vectorized env with the newest parameters it has."""
 
     count: int = fld(1, "Actor threads.", ge=1)
-    device: str = fld("auto", "JAX device for inference: auto, cpu, cpu:N, gpu:N.")
+    device: str = fld("auto", "JAX device for inference: auto, auto:N, cpu, cpu:N, gpu:N.")
 
 
 @dataclasses.dataclass(frozen=True)
 class LearnerRoleConfig:
     """The learner: fused updates on one device, or data-parallel over several (one `data` mesh axis)."""
 
-    device: str = fld("auto", "JAX device for updates: auto, cpu, cpu:N, gpu:N (the first, with num_devices > 1).")
+    device: str = fld(
+        "auto", "JAX device for updates: auto, auto:N, cpu, cpu:N, gpu:N (the first, with num_devices > 1)."
+    )
     num_devices: int = fld(
         1, "Learner devices: `device` and the next ones of its platform; each takes batch_size / num_devices.", ge=1
     )
@@ -113,7 +125,22 @@ class LearnerRoleConfig:
 class EvaluatorRoleConfig:
     """The evaluator: its own thread in async mode (inline in serial mode), its own env instances."""
 
-    device: str = fld("auto", "JAX device for evaluation inference: auto, cpu, cpu:N, gpu:N.")
+    device: str = fld("auto", "JAX device for evaluation inference: auto, auto:N, cpu, cpu:N, gpu:N.")
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupsConfig:
+    """Groups: N copies of the actor+replay+learner graph, one per MPI rank (`mpirun -n N`), kept in sync by mpi4jax."""
+
+    count: int = fld(1, "Groups; more than 1 needs the `mpi` extra and `mpirun -n COUNT` (or srun) around train.", ge=1)
+    sync: Literal["grads", "params"] = fld(
+        "grads", "grads: gradients averaged over groups in every update; params: parameters averaged every interval."
+    )
+    interval: int = fld(
+        64, "Updates between parameter averages (sync=params): the most any group's parameters drift from the others.",
+        ge=1,
+    )
+    timeout_s: float = fld(300.0, "Seconds a group waits in a collective for its peers before it aborts the job.", gt=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +151,7 @@ class RolesConfig:
     actor: ActorRoleConfig = section(ActorRoleConfig)
     learner: LearnerRoleConfig = section(LearnerRoleConfig)
     evaluator: EvaluatorRoleConfig = section(EvaluatorRoleConfig)
+    groups: GroupsConfig = section(GroupsConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +219,36 @@ class SACConfig:
     max_grad_norm: float = fld(0.0, "Global gradient-norm clip; 0 disables it.", ge=0.0)
 
 
-ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig, "sac": SACConfig}
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters (on-policy: trajectory segments, no replay)."""
+
+    name: Literal["ppo"] = fld("ppo", "Algorithm name.")
+    segment_length: int = fld(32, "Env steps per actor env in one segment (T); one learner update per segment.", ge=1)
+    gamma: float = fld(0.99, "Discount factor.", ge=0.0, le=1.0)
+    gae_lambda: float = fld(0.95, "GAE lambda.", ge=0.0, le=1.0)
+    lr: float = fld(3e-4, "Adam learning rate.", gt=0.0)
+    anneal_lr: bool = fld(False, "Decay the learning rate linearly to 0 over train.total_env_steps.")
+    adam_eps: float = fld(1e-5, "Adam epsilon.", gt=0.0)
+    max_grad_norm: float = fld(0.5, "Global gradient-norm clip; 0 disables it.", ge=0.0)
+    epochs: int = fld(4, "Passes over each segment.", ge=1)
+    num_minibatches: int = fld(4, "Minibatches per epoch (split along the segment's time axis).", ge=1)
+    clip_eps: float = fld(0.2, "Clip range of the probability ratio.", gt=0.0)
+    value_clip_eps: float = fld(0.2, "Clip range of the value update around the old value; 0 disables it.", ge=0.0)
+    vf_coef: float = fld(0.5, "Value loss coefficient.", ge=0.0)
+    ent_coef: float = fld(0.0, "Entropy bonus coefficient.", ge=0.0)
+    normalize_advantages: bool = fld(True, "Standardise advantages per minibatch.")
+
+    def check(self) -> None:
+        """Rules between fields (called by `derive.validate`); raises ConfigError."""
+        if self.segment_length % self.num_minibatches:
+            raise ConfigError(
+                f"config key 'algo.num_minibatches': value {self.num_minibatches} does not divide "
+                f"algo.segment_length={self.segment_length} (minibatches split the time axis); allowed: a divisor"
+            )
+
+
+ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig, "sac": SACConfig, "ppo": PPOConfig}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,38 @@ class LearnerMesh:
         """Stacked batches `[K, B, ...]`: split along `B`, so each device holds `[K, B / size, ...]`."""
         return NamedSharding(self.mesh, P(None, DATA_AXIS))
 
+    @property
+    def multiprocess(self) -> bool:
+        """Whether the mesh spans several processes (`jax.distributed`)."""
+        return any(d.process_index != self.devices[0].process_index for d in self.devices)
+
+    def put_batches(self, host: Any) -> Any:
+        """This process's `[K, B_local, ...]` numpy batches onto its shards: the global batch is every process's
+        `B_local` concatenated (one process: `B_local` is the whole batch)."""
+        if not self.multiprocess:
+            return jax.device_put(host, self.batches)
+        count = len({d.process_index for d in self.devices})
+
+        def put(x: np.ndarray) -> jax.Array:
+            shape = (x.shape[0], x.shape[1] * count, *x.shape[2:])
+            return jax.make_array_from_process_local_data(self.batches, x, shape)
+
+        return jax.tree.map(put, host)
+
+    def put_replicated(self, tree: Any) -> Any:
+        """A pytree (the same on every process) copied to every learner device."""
+        if not self.multiprocess:
+            return jax.device_put(tree, self.replicated)
+        host = jax.device_get(tree)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), host)
+
+    def local(self, tree: Any) -> Any:
+        """The copy of replicated learner arrays on this process's first learner device: what actors, the
+        evaluator and checkpoints read (an array spanning processes cannot be read as a whole)."""
+        if not self.multiprocess:
+            return tree
+        return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
     def check_batch(self, batch_size: int) -> None:
         """Raises ValueError unless the global batch splits evenly over the devices."""
         if batch_size % self.size:

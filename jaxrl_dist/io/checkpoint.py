@@ -115,7 +115,7 @@ class Checkpointer:
     """Saves and restores `(state, meta, extra)` checkpoints in `directory`, keeping the latest `keep`.
 
     Saves are synchronous. Steps must increase: `save` skips a step that is not above `latest_step()`.
-    In a multi-process run every process must call `save` and `restore` (orbax synchronizes them).
+    In a multi-process run only rank 0 saves; each process reads for itself (no cross-process barriers).
 
     PRNG keys: both raw `uint32[2]` keys (`jax.random.PRNGKey`) and typed keys (`jax.random.key`) round-trip;
     each comes back in the form the restore `target` has.
@@ -143,6 +143,11 @@ class Checkpointer:
             # Left to our first save: cleaning at construction would delete the in-flight save of a live run
             # that another process (export, an evaluator) opened for reading.
             cleanup_tmp_directories=False,
+            # Checkpoints hold host arrays that one process writes (rank 0) or reads: in a jax.distributed run
+            # each manager works for its own process alone, without orbax's cross-process barriers.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()}
+            ) if jax.process_count() > 1 else ocp.options.MultiprocessingOptions(),
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _META, _EXTRA))
 

@@ -53,11 +53,13 @@ class Progress:
         total_env_steps: The run's length in env steps.
         quiet: Never draw the live bar, even in a terminal.
         print_every_s: Seconds between plain lines.
+        silent: No progress lines at all, only `log` messages (groups other than 0: group 0 reports the run).
     """
 
-    def __init__(self, total_env_steps: int, *, quiet: bool, print_every_s: float = 10.0) -> None:
+    def __init__(self, total_env_steps: int, *, quiet: bool, print_every_s: float = 10.0, silent: bool = False
+                 ) -> None:
         self.total = int(total_env_steps)
-        self.quiet = quiet
+        self.quiet, self.silent = quiet or silent, silent
         self.print_every_s = print_every_s
         self._fields: dict[str, float | None] = {}
         self._steps = 0
@@ -79,7 +81,7 @@ class Progress:
             self._push_rich()
             self._rich.stop()
             self._rich = None
-        else:
+        elif not self.silent:
             self._print(self.status_line())
 
     def _start_rich(self) -> None:
@@ -116,7 +118,7 @@ class Progress:
             if now - self._last_emit >= _RICH_REFRESH_S:
                 self._last_emit = now
                 self._push_rich()
-        elif now - self._last_emit >= self.print_every_s:
+        elif now - self._last_emit >= self.print_every_s and not self.silent:
             self._last_emit = now
             self._print(self.status_line())
 

@@ -5,11 +5,15 @@ the slots after its `committed` counter and only then advances the counter (one 
 GIL). The sampler snapshots `committed`, samples sequence numbers that no write in flight can reach, gathers them,
 and re-reads `committed` afterwards: a sampled item whose slot a writer may have reached meanwhile is drawn again
 (an optimistic, seqlock-style check). No slot being overwritten is ever returned.
+
+Two hooks let other layouts and samplers reuse this: a partition subclass may store items otherwise and rebuild
+them in `gather` / check them in `unsafe` (`jaxrl_dist.replay.frames`), and a buffer subclass may draw sequence
+numbers otherwise in `_draw` (`jaxrl_dist.replay.prioritized`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,6 +32,8 @@ class Partition:
     def __init__(self, example: Transition, capacity: int, write_margin: int) -> None:
         self.capacity, self.margin = capacity, write_margin
         self.data = Transition(*(np.zeros((capacity, *np.shape(x)), np.asarray(x).dtype) for x in example))
+        # What `gather` returns per item: here the stored fields; a subclass may store them otherwise.
+        self.item: list[tuple[tuple[int, ...], np.dtype]] = [(np.shape(x), np.asarray(x).dtype) for x in example]
         self.committed = 0  # sequence number of the next write; items [committed - capacity, committed) are stored
         self.floor = 0  # no item below this sequence number is sampled (set when restored from a live snapshot)
 
@@ -80,6 +86,12 @@ class Partition:
         """Mask of sequence numbers whose slots a writer may have reached since they were sampled."""
         return seqs < self.committed + self.margin - self.capacity
 
+    def gather(self, seqs: np.ndarray, rows: np.ndarray, out: list[np.ndarray]) -> None:
+        """Copies the items `seqs` `[N]` into rows `rows` `[N]` of the output fields `out` (one array per field)."""
+        slots = seqs % self.capacity
+        for dst, src in zip(out, self.data):
+            dst[rows] = src[slots]
+
 
 class ReplayBuffer:
     """Partitions of a replay buffer, sampled together in proportion to their sizes.
@@ -91,8 +103,10 @@ class ReplayBuffer:
         write_margin: the most transitions one `add` writes.
     """
 
-    def __init__(self, example: Transition, partitions: int, capacity_per_partition: int, write_margin: int) -> None:
-        self.partitions = [Partition(example, capacity_per_partition, write_margin) for _ in range(partitions)]
+    def __init__(self, example: Transition, partitions: int, capacity_per_partition: int, write_margin: int,
+                 make_partition: Callable[[], Partition] | None = None) -> None:
+        make = make_partition or (lambda: Partition(example, capacity_per_partition, write_margin))
+        self.partitions = [make() for _ in range(partitions)]
 
     def size(self) -> int:
         return sum(p.size() for p in self.partitions)
@@ -110,28 +124,45 @@ class ReplayBuffer:
             which = np.zeros(count, np.int64)
         else:
             which = rng.choice(len(self.partitions), size=count, p=sizes / sizes.sum())
-        out = [np.empty((count, *f.shape[1:]), f.dtype) for f in self.partitions[0].data]
+        return Transition(*self._sample_from(which, rng, max_tries)[0])
+
+    def sample_stacked(self, k: int, batch: int, rng: np.random.Generator, env_steps: int = 0) -> Any:
+        """One learner call's batches: a `Transition` of `[k, batch, ...]` arrays (`env_steps` is unused here; the
+        prioritized replay anneals its importance-sampling exponent with it)."""
+        flat = self.sample(k * batch, rng)
+        return Transition(*(x.reshape(k, batch, *x.shape[1:]) for x in flat))
+
+    def _sample_from(self, which: np.ndarray, rng: np.random.Generator, tries: int
+                     ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Gathers one item per entry of `which` `[N]` (partition numbers); returns the fields and `[N]` seqs."""
+        count = len(which)
+        out = [np.empty((count, *shape), dtype) for shape, dtype in self.partitions[0].item]
+        seqs = np.empty(count, np.int64)
         for index, part in enumerate(self.partitions):
             rows = np.flatnonzero(which == index) if len(self.partitions) > 1 else np.arange(count)
             if rows.size:
-                self._gather(part, rows, out, rng, max_tries)
-        return Transition(*out)
+                seqs[rows] = self._gather(index, rows, out, rng, tries)
+        return out, seqs
 
-    @staticmethod
-    def _gather(part: Partition, rows: np.ndarray, out: list[np.ndarray], rng: np.random.Generator, tries: int) -> None:
+    def _draw(self, index: int, seqs_out: np.ndarray, rng: np.random.Generator) -> None:
+        """Fills `seqs_out` with sequence numbers of partition `index` (uniformly here)."""
+        self.partitions[index].sample_into(seqs_out, rng)
+
+    def _gather(self, index: int, rows: np.ndarray, out: list[np.ndarray], rng: np.random.Generator, tries: int
+                ) -> np.ndarray:
+        part = self.partitions[index]
         seqs = np.empty(rows.size, np.int64)
-        part.sample_into(seqs, rng)
-        todo_rows, todo_seqs = rows, seqs
+        self._draw(index, seqs, rng)
+        todo_rows, todo_seqs, todo = rows, seqs, np.arange(rows.size)
         for _ in range(tries):
-            slots = todo_seqs % part.capacity
-            for dst, src in zip(out, part.data):
-                dst[todo_rows] = src[slots]
+            part.gather(todo_seqs, todo_rows, out)
             bad = part.unsafe(todo_seqs)  # read after the gather: catches writes that overlapped it
+            seqs[todo] = todo_seqs
             if not bad.any():
-                return
-            todo_rows = todo_rows[bad]
+                return seqs
+            todo_rows, todo = todo_rows[bad], todo[bad]
             todo_seqs = np.empty(todo_rows.size, np.int64)
-            part.sample_into(todo_seqs, rng)
+            self._draw(index, todo_seqs, rng)
         raise RuntimeError("replay sampler kept racing the writers; raise replay.capacity")
 
     def state_dict(self) -> dict[str, Any]:

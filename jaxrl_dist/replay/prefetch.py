@@ -19,7 +19,7 @@ class Prefetcher:
     Args:
         sample: `() -> pytree of numpy arrays`, one learner call's worth of batches (`[K, B, ...]`).
         ready: `() -> bool`, whether the replay holds enough items to sample.
-        placement: a `jax.Device` or `jax.sharding.Sharding` the batches go to.
+        placement: a `jax.Device` or `jax.sharding.Sharding` the batches go to, or a function that puts them.
         depth: batches kept ready.
         lifetime: the run's lifetime (stop flag, error reporting).
         timers: per-stage timers of the run.
@@ -43,6 +43,8 @@ class Prefetcher:
         with self._timers.span("replay/sample"):
             host = self._sample()
         with self._timers.span("replay/h2d"):
+            if callable(self._placement):  # a put function (`LearnerMesh.put_batches`)
+                return self._placement(host)
             return jax.device_put(host, self._placement)
 
     def run(self) -> None:

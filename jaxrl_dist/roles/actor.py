@@ -11,6 +11,7 @@ from jaxrl_dist.algos.base import Algorithm
 from jaxrl_dist.envs import EpisodeStats, VecEnv
 from jaxrl_dist.replay import NStepWriter, Partition
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
+from jaxrl_dist.roles.segments import SegmentFeed
 from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
 
 
@@ -33,6 +34,8 @@ class Actor:
         device: where inference runs.
         max_staleness: most learner updates the parameters in use may lag.
         deterministic: order batches by env id (serial mode).
+        feed: on-policy algorithms: the segment path (`writer` and `partition` are then None); parameters change
+            only between segments, as the feed says.
     """
 
     def __init__(
@@ -40,18 +43,19 @@ class Actor:
         index: int,
         env: VecEnv,
         algo: Algorithm,
-        writer: NStepWriter,
-        partition: Partition,
+        writer: NStepWriter | None,
+        partition: Partition | None,
         params: ParamStore,
         limiter: RatioLimiter,
         key: jax.Array,
         device: jax.Device,
         max_staleness: int,
         deterministic: bool = False,
+        feed: SegmentFeed | None = None,
     ) -> None:
         self.index, self.env, self.algo, self.writer, self.partition = index, env, algo, writer, partition
         self.store, self.limiter, self.device = params, limiter, device
-        self.max_staleness, self.deterministic = max_staleness, deterministic
+        self.max_staleness, self.deterministic, self.feed = max_staleness, deterministic, feed
         self.key = jax.device_put(key, device)
         self.stats = EpisodeStats(env.num_envs)
         spec = env.spec
@@ -67,6 +71,8 @@ class Actor:
 
     def refresh_params(self, timeout: float = 0.1) -> bool:
         """Takes the newest parameters; waits while they lag more than `max_staleness`. False on timeout."""
+        if self.feed is not None:
+            return self.feed.refresh(self._take_latest, timeout)
         self._take_latest()
         lag = self.limiter.updates - self.version
         if lag > self.max_staleness and not self.store.wait_newer(self.limiter.updates - self.max_staleness, timeout):
@@ -89,7 +95,10 @@ class Actor:
         ids = batch.env_ids
         with timers.span("actor/write"):
             moved = ~batch.first
-            if moved.all():
+            t = None
+            if self.writer is None:  # on-policy: the segment row is written with the policy's outputs below
+                steps = int(moved.sum())
+            elif moved.all():
                 steps = len(ids)
                 t = self.writer.step(ids, self.last_obs[ids], self.last_action[ids], batch.reward, batch.obs,
                                      batch.terminated, batch.truncated)
@@ -98,7 +107,7 @@ class Actor:
                 sel = ids[moved]
                 t = self.writer.step(sel, self.last_obs[sel], self.last_action[sel], batch.reward[moved],
                                      batch.obs[moved], batch.terminated[moved], batch.truncated[moved]) if steps else None
-            if t is not None:
+            if t is not None and self.partition is not None:
                 self.partition.add(t)
             self.last_obs[ids] = batch.obs
             returns, lengths = self.stats.update(batch)
@@ -108,6 +117,10 @@ class Actor:
         eps = self.algo.exploration(self.limiter.env_steps)
         with timers.span("actor/inference"):
             actions, self.key = self._act(self.params, batch.obs, self.key, eps)
+            if self.feed is not None:  # a record of the policy's outputs for the segment, with the action
+                record = jax.device_get(actions)
+                self.feed.write(batch, record, timers)
+                actions = record.action
             actions = np.asarray(actions)
         self.last_action[ids] = actions
         self.env.send(actions, ids)

@@ -16,12 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrl_dist.config import Config, to_dict
+from jaxrl_dist.distributed.groups import Peers
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
 from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, VIDEO_DIR
 from jaxrl_dist.io.policy import checkpoint_target
 from jaxrl_dist.io.video import TensorBoardVideos, recorder
 from jaxrl_dist.roles.evaluator import EvalResult, Snapshot, next_multiple
-from jaxrl_dist.roles.graph import Counters, Graph, attach_video, build_graph, zero_batches
+from jaxrl_dist.roles.graph import Counters, Graph, attach_video, build_graph
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -52,12 +53,14 @@ class Driver:
         checkpointer: where checkpoints go.
     """
 
-    def __init__(self, graph: Graph, exp_dir: Path, start_time: float, checkpointer: Checkpointer) -> None:
+    def __init__(self, graph: Graph, exp_dir: Path, start_time: float, checkpointer: Checkpointer | None) -> None:
         cfg = graph.cfg
         self.g, self.cfg, self.exp_dir, self.start_time = graph, cfg, exp_dir, start_time
-        self.ckpt = checkpointer
-        self.metrics = MetricsWriter(exp_dir, tensorboard=cfg.log.tensorboard, start_time=start_time)
-        steps = graph.limiter.env_steps
+        self.ckpt = checkpointer  # None in groups other than 0: only group 0 writes the experiment
+        self.metrics: MetricsWriter | NullMetrics = (
+            MetricsWriter(exp_dir, tensorboard=cfg.log.tensorboard, start_time=start_time) if graph.lead
+            else NullMetrics())
+        steps = graph.limiter.total_steps
         self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
         self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
         self.last_log = time.monotonic()
@@ -70,10 +73,11 @@ class Driver:
         self.last_return: float | None = None
         self.last_eval = (-1, -1)  # (env steps, updates) of the last evaluated state
         self.jax_trace_until: float | None = None  # while a jax.profiler window is open: when it closes
-        self.jax_traced = cfg.log.jax_profile_s <= 0  # True once the window is done (or when none is wanted)
+        # True once the window is done, or when none is wanted (only the lead process profiles)
+        self.jax_traced = cfg.log.jax_profile_s <= 0 or not graph.lead
         self.eval_results: queue.Queue[EvalResult] = queue.Queue(maxsize=4)
         self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
-        self.best_ckpt = Checkpointer(exp_dir / BEST_CHECKPOINT_DIR, keep=1)
+        self.best_ckpt = Checkpointer(exp_dir / BEST_CHECKPOINT_DIR, keep=1) if graph.lead else None
         self.tb_videos: TensorBoardVideos | None = None
         if graph.evaluator is not None and cfg.eval.video:
             self.tb_videos = TensorBoardVideos(exp_dir / "tb") if cfg.log.tensorboard else None
@@ -86,7 +90,8 @@ class Driver:
         cfg, g = self.cfg, self.g
         quiet = cfg.log.quiet
         try:
-            with Progress(cfg.train.total_env_steps, quiet=quiet, print_every_s=10.0) as self.progress:
+            with Progress(cfg.train.total_env_steps, quiet=quiet, print_every_s=10.0, silent=not g.lead
+                          ) as self.progress:
                 with _signals(self._on_signal):
                     try:
                         if cfg.roles.mode == "serial":
@@ -100,16 +105,17 @@ class Driver:
                 g.lifetime.check()
                 self._finish()
         finally:
-            self.best_ckpt.close()
+            if self.best_ckpt is not None:
+                self.best_ckpt.close()
             if self.tb_videos is not None:
                 self.tb_videos.close()
             self._jax_profile(stop=True)
-            if g.timers.trace is not None:  # also after a crash: the trace shows what led to it
+            if g.timers.trace is not None and g.lead:  # also after a crash: the trace shows what led to it
                 stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
                 path = g.timers.trace.write(self.exp_dir / f"trace_{stamp}.json")
                 print(f"profile: {path} (open it in ui.perfetto.dev)", flush=True)
         reason = "interrupted" if self.signal else ("solved" if self.solved else "done")
-        return RunResult(g.limiter.env_steps, g.limiter.updates, time.time() - self.start_time, reason,
+        return RunResult(g.limiter.total_steps, g.limiter.updates, time.time() - self.start_time, reason,
                          self.best_eval, self.signal)
 
     def _on_signal(self, signum: int) -> None:
@@ -123,21 +129,22 @@ class Driver:
         g, stop = self.g, self.g.lifetime.stop_event
         actor, learner, limiter, k = g.actors[0], g.learner, g.limiter, g.sizes.updates_per_call
         actor.start()
-        while not stop.is_set() and limiter.env_steps < self.cfg.train.total_env_steps:
+        while not stop.is_set() and limiter.env_steps < g.sizes.group_env_steps:
             actor.refresh_params()
             actor.step(g.timers)
-            while limiter.learner_may_run(k) and g.replay.size() >= self.cfg.replay.batch_size:
+            while not stop.is_set() and limiter.learner_may_run(k) and g.learner_ready():
                 learner.train_call(g.prefetch.produce(), g.timers)
             self._tick()
         limiter.finished = True
         while not stop.is_set() and limiter.learner_may_run(k):
             learner.train_call(g.prefetch.produce(), g.timers)
+        learner.leave()
 
     def _run_async(self) -> None:
         """Role threads; this thread watches them and does evaluation, logging and checkpoints."""
         g, cfg = self.g, self.cfg
-        life, total = g.lifetime, cfg.train.total_env_steps
-        warm = zero_batches(g.spec, g.sizes.updates_per_call, cfg.replay.batch_size, g.placement.batches)
+        life, total = g.lifetime, g.sizes.group_env_steps
+        warm = g.warmup_batches()
         actors = [life.spawn(f"actor{a.index}", functools.partial(a.run, life, g.timers, total)) for a in g.actors]
         life.spawn("sampler", g.prefetch.run)
         learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch, warm))
@@ -159,7 +166,7 @@ class Driver:
     def _tick(self) -> None:
         """Evaluation, checkpoint and metrics when they are due; progress every call."""
         g, cfg = self.g, self.cfg
-        steps = g.limiter.env_steps
+        steps = g.limiter.total_steps
         for actor in g.actors:
             returns, lengths = actor.drain_episodes()
             if len(returns):
@@ -195,7 +202,7 @@ class Driver:
 
     def _snapshot(self) -> Snapshot:
         """The newest learner state with its counters (read by the evaluator thread too: one tuple read)."""
-        steps = self.g.limiter.env_steps
+        steps = self.g.limiter.total_steps
         state, updates = self.g.learner.snapshot
         return Snapshot(steps, updates, state)
 
@@ -231,7 +238,7 @@ class Driver:
             self.best_eval = mean
             self.best_pending = result
 
-    def _log(self, steps: int, now: float) -> None:
+    def _log(self, steps: int, now: float, extra: dict[str, float] | None = None) -> None:
         g = self.g
         dt = max(now - self.last_log, 1e-9)
         updates = g.limiter.updates
@@ -249,6 +256,7 @@ class Driver:
             self.returns, self.lengths = [], []
         record.update({f"train/{k}": float(v) for k, v in jax.device_get(g.learner.metrics).items()})
         record.update(g.timers.snapshot())
+        record.update(extra or {})
         self.metrics.write(steps, record)
         self.progress.update(steps, sps=sps, ups=ups, ret=self.last_return)
         self.last_log, self.last_log_steps, self.last_log_updates = now, steps, updates
@@ -257,13 +265,15 @@ class Driver:
         """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count), and the
         best evaluated state to `checkpoints_best/` if it improved since the last save."""
         g = self.g
+        if self.ckpt is None:
+            return
         state, updates = g.learner.snapshot
-        steps = g.limiter.env_steps
+        steps = g.limiter.total_steps
         extra = g.replay.state_dict() if self.cfg.checkpoint.save_replay else None
         with g.timers.span("checkpoint/save"):
             self.ckpt.save(steps, self._tree(state), self._meta(steps, updates), extra)
             best, self.best_pending = self.best_pending, None
-            if best is not None:
+            if best is not None and self.best_ckpt is not None:
                 snap = best.snapshot
                 meta = {**self._meta(snap.env_steps, snap.updates), "eval": best.stats}
                 if not self.best_ckpt.save(snap.env_steps, self._tree(snap.state), meta):
@@ -281,37 +291,50 @@ class Driver:
             "config": to_dict(self.cfg),
             "env_spec": g.spec.to_dict(),
             "algo": self.cfg.algo.name,
-            "counters": {"env_steps": steps, "updates": updates},
+            # env_steps: the run's (all groups'); group_env_steps: group 0's, where each group resumes from
+            "counters": {"env_steps": steps, "updates": updates, "group_env_steps": g.limiter.env_steps},
             "sampler_rng": g.sampler_rng.bit_generator.state,
             "best_eval": self.best_eval,
         }
 
     def _finish(self) -> None:
         """Final evaluation (unless the last one is current), final checkpoint, last metrics line."""
-        g, steps = self.g, self.g.limiter.env_steps
+        g, steps = self.g, self.g.limiter.total_steps
         self._drain_evals()  # results the evaluator thread finished before it stopped
         # The learner may have caught up on updates after the actors' last env step: compare updates too.
         current = (steps, g.learner.snapshot[1])
         if g.evaluator is not None and not self.solved and not self.signal and self.last_eval != current:
             self._evaluate_now()
         self.save()
-        self._log(steps, time.monotonic())
+        extra = {}
+        sync = g.learner.sync
+        if sync is not None and sync.identical is not None:
+            extra["groups/identical_state"] = float(sync.identical)
+            if not sync.identical:
+                peers = sync.group
+                self.progress.log(f"warning: the {peers.count} {peers.plural} ended with different learner states")
+        self._log(steps, time.monotonic(), extra)
         self.metrics.close()
 
 
 def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[str, Any]:
-    """Loads a checkpoint into a freshly built graph (same config); returns its meta."""
+    """Loads a checkpoint into a freshly built graph (same config); returns its meta. With groups every group
+    loads group 0's checkpoint, and its actors fold their group into the saved keys."""
     g = graph
     target = checkpoint_target(g.algo, len(g.actors))
     tree, meta, extra = ckpt.restore(step, target=target)
-    state = jax.device_put(tree["learner"], g.placement.replicated)
+    state = g.placement.put_replicated(tree["learner"])
     updates = int(meta["counters"]["updates"])
-    g.learner.state, g.learner.snapshot = state, (state, updates)
-    g.store.publish(g.algo.actor_params(state), updates)
+    local = g.placement.local(state)
+    g.learner.state, g.learner.snapshot = state, (local, updates)
+    g.store.publish(g.algo.actor_params(local), updates)
     for actor, key in zip(g.actors, tree["actor_keys"]):
+        if g.group is not None and not g.lead:
+            key = jax.random.fold_in(key, g.group.rank)
         actor.key = jax.device_put(key, actor.device)
-    g.sampler_rng.bit_generator.state = meta["sampler_rng"]
-    if extra is not None:
+    if g.lead:
+        g.sampler_rng.bit_generator.state = meta["sampler_rng"]
+    if extra is not None and g.group is None:  # with groups each group refills its own replay
         g.replay.load_state_dict(extra)
     return meta
 
@@ -319,42 +342,66 @@ def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[s
 def read_counters(ckpt: Checkpointer, save_replay: bool) -> Counters:
     meta = ckpt.read_meta()
     c = meta["counters"]
-    return Counters(int(c["env_steps"]), int(c["updates"]), replay_restored=save_replay)
+    total = int(c["env_steps"])
+    own = int(c.get("group_env_steps", total))  # a checkpoint of a run with groups: group 0's share
+    return Counters(own, int(c["updates"]), replay_restored=save_replay, peer_steps=total - own)
 
 
-def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float) -> RunResult:
-    """Builds the graph (restoring the latest checkpoint on resume) and runs it to the end."""
-    ckpt = Checkpointer(exp_dir / "checkpoints", keep=cfg.checkpoint.keep)
+def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float, group: Peers | None = None) -> RunResult:
+    """Builds the graph (restoring the latest checkpoint on resume) and runs it to the end. With MPI groups or
+    `jax.distributed` processes, pass this process's `group`: only rank 0 writes checkpoints, every rank restores
+    from them."""
+    lead = group is None or group.lead
+    ckpt = Checkpointer(exp_dir / "checkpoints", keep=cfg.checkpoint.keep) if lead or resume else None
     graph = None
     try:
-        counters = read_counters(ckpt, cfg.checkpoint.save_replay) if resume else Counters()
-        graph = build_graph(cfg, counters=counters)
-        meta = restore(graph, ckpt) if resume else {}
-        return run_graph(graph, exp_dir, start_time, ckpt, best_eval=meta.get("best_eval"))
+        counters = read_counters(ckpt, cfg.checkpoint.save_replay) if ckpt is not None and resume else Counters()
+        if group is not None:
+            counters = dataclasses.replace(counters, replay_restored=False)  # the replay saved is group 0's
+        graph = build_graph(cfg, counters=counters, group=group)
+        meta = restore(graph, ckpt) if ckpt is not None and resume else {}
+        return run_graph(graph, exp_dir, start_time, ckpt if lead else None, best_eval=meta.get("best_eval"))
     finally:
         if graph is not None:
             graph.close()
-        ckpt.close()
+        if ckpt is not None:
+            ckpt.close()
 
 
 def run_graph(
     graph: Graph, exp_dir: Path, start_time: float, ckpt: Checkpointer | None = None, best_eval: float | None = None
 ) -> RunResult:
-    """Drives a built graph to its end and closes it; checkpoints go to `exp_dir/checkpoints` unless `ckpt` is given."""
-    own = ckpt is None
-    ckpt = ckpt or Checkpointer(exp_dir / "checkpoints", keep=graph.cfg.checkpoint.keep)
+    """Drives a built graph to its end and closes it; checkpoints go to `exp_dir/checkpoints` unless `ckpt` is given
+    (in a group other than 0, nothing is written)."""
+    own = ckpt is None and graph.lead
+    if own:
+        ckpt = Checkpointer(exp_dir / "checkpoints", keep=graph.cfg.checkpoint.keep)
     try:
         driver = Driver(graph, exp_dir, start_time, ckpt)
         driver.best_eval = best_eval
         return driver.run()
     finally:
         graph.close()
-        if own:
+        if own and ckpt is not None:
             ckpt.close()
 
 
+class NullMetrics:
+    """The metrics writer of groups other than 0: group 0 writes the run's metrics."""
+
+    def write(self, env_steps: int, metrics: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _signals:
-    """Routes SIGINT and SIGTERM to a callback while active (main thread only), then restores the old handlers."""
+    """Routes SIGINT, SIGTERM and SIGUSR1 to a callback while active (main thread only), then restores old handlers.
+
+    SIGUSR1 is what Slurm sends before a job's time limit (`--signal=B:USR1@margin`, forwarded by the sbatch script):
+    the run checkpoints and exits with 128 + 10, which the script answers with `scontrol requeue`.
+    """
 
     def __init__(self, callback: Any) -> None:
         self.callback = callback
@@ -362,7 +409,7 @@ class _signals:
 
     def __enter__(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                 self.old[sig] = signal.signal(sig, lambda signum, frame: self.callback(signum))
 
     def __exit__(self, *exc: object) -> None:

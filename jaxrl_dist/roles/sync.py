@@ -51,26 +51,41 @@ class RatioLimiter:
         slack: env steps actors may run ahead.
         env_steps, updates: the counters at the start (non-zero when resuming).
         actors: actor threads (each counts its env steps in its own slot).
+        max_updates: the most updates in all (with groups: the count every group runs); None: no cap.
+        peer_steps: env steps of the other groups (with groups; kept current by the group exchange).
     """
 
     def __init__(
-        self, ratio: float, start: int, slack: int, env_steps: int = 0, updates: int = 0, actors: int = 1
+        self, ratio: float, start: int, slack: int, env_steps: int = 0, updates: int = 0, actors: int = 1,
+        max_updates: int | None = None, peer_steps: int = 0,
     ) -> None:
         self.ratio, self.start, self.slack = ratio, start, slack
         self.base_steps, self.base_updates = env_steps, updates
         # A fixed-size list, one slot per actor: readers sum it while actors write their own slot, lock-free.
         self.actor_steps = [0] * actors
         self.updates = updates
+        self.max_updates, self.peer_steps = max_updates, peer_steps
         self.finished = False  # set when the actors reached the env-step budget
         self._cond = threading.Condition()
 
     @property
     def env_steps(self) -> int:
+        """This process's env steps (its group's, with groups)."""
         return self.base_steps + sum(self.actor_steps)
 
+    @property
+    def total_steps(self) -> int:
+        """The run's env steps: this group's plus the others' as of the last group exchange."""
+        return self.env_steps + self.peer_steps
+
+    def updates_at(self, env_steps: int) -> int:
+        """Updates the ratio allows at `env_steps` of this process."""
+        return self.base_updates + int(self.ratio * max(0, env_steps - self.start))
+
     def allowed_updates(self) -> int:
-        """Updates the ratio allows at the current env-step count."""
-        return self.base_updates + int(self.ratio * max(0, self.env_steps - self.start))
+        """Updates the ratio allows at the current env-step count (and the cap)."""
+        allowed = self.updates_at(self.env_steps)
+        return allowed if self.max_updates is None else min(allowed, self.max_updates)
 
     def add_env_steps(self, actor: int, steps: int) -> None:
         self.actor_steps[actor] += steps  # one writer per slot

@@ -28,12 +28,17 @@ def describe(cfg: Config) -> str:
     k, batch, shards = sizes.updates_per_call, cfg.replay.batch_size, len(learner_devs)
     where = "the driver's thread" if serial else "threads"
     mesh = f", mesh data={shards} (jit + shard_map, gradients pmean-reduced)" if shards > 1 else ""
+    groups = cfg.roles.groups
+    procs = "1 process" if groups.count == 1 else f"{groups.count} processes (MPI ranks), one group each"
     lines = [
-        f"topology: {cfg.roles.mode} mode, 1 process ({'one deterministic thread' if serial else 'role threads'})",
+        f"topology: {cfg.roles.mode} mode, {procs} ({'one deterministic thread' if serial else 'role threads'})",
         f"  actors     {actors} on {where}, inference on {actor_dev}; {cfg.env.num_envs} x {cfg.env.id} each, "
         f"{sizes.env_batch} per recv, {sizes.env_threads} EnvPool threads",
         f"  replay     host memory, {actors} lock-free partition(s) of {sizes.capacity_per_actor} transitions "
-        f"(one writer each), n-step {getattr(cfg.algo, 'n_step', 1)}",
+        f"(one writer each), n-step {getattr(cfg.algo, 'n_step', 1)}"
+        + (f", prioritized (alpha {cfg.replay.alpha:g}, beta {cfg.replay.beta_start:g}->{cfg.replay.beta_end:g})"
+           if cfg.replay.prioritized else "")
+        + (", frames stored once" if cfg.replay.frame_dedup else ""),
         f"  sampler    {'inline' if serial else '1 thread'}: [K={k}, B={batch}] per learner call, device_put to "
         f"the learner devices, {cfg.replay.prefetch} prepared ahead",
         f"  learner    {'inline' if serial else '1 thread'} on {', '.join(_name(d) for d in learner_devs)}{mesh}: "
@@ -43,6 +48,26 @@ def describe(cfg: Config) -> str:
         f"  ratio      {cfg.train.replay_ratio:g} updates per env step, held both ways (slack {sizes.ratio_slack} "
         f"env steps); learning starts after {cfg.train.learning_starts} env steps",
     ]
+    if groups.count > 1:
+        sync = ("gradients averaged in every update (mpi4jax allreduce): global batch "
+                f"{groups.count} x {batch}" if groups.sync == "grads" else
+                f"learner states averaged every {groups.interval} updates (mpi4jax allreduce), free in between")
+        lines.append(f"  groups     {groups.count} x (actors + replay + learner), {sizes.group_env_steps} env steps "
+                     f"each; {groups.sync}: {sync}; group 0 evaluates and writes; collectives time out after "
+                     f"{groups.timeout_s:g} s")
+    if hasattr(cfg.algo, "segment_length"):  # on-policy: segments straight to the learner (roles/segments.py)
+        seg, n = cfg.algo.segment_length, cfg.env.num_envs
+        on_policy = {
+            "  replay": f"  segments   [N={n}, T+1={seg + 1}] per actor, device_put by the actor to the learner "
+                        f"devices (split along envs), bounded queue; no replay, no sampler",
+            "  learner": f"  learner    {'inline' if serial else '1 thread'} on "
+                         f"{', '.join(_name(d) for d in learner_devs)}{mesh}: {n // shards} envs x {seg} steps per "
+                         f"device, one update per segment",
+            "  params": f"  params     learner -> ParamStore (version = segments trained) -> actors, between segments "
+                        f"(max_staleness {cfg.train.max_staleness} segments) and evaluator",
+        }
+        lines = [next((v for k, v in on_policy.items() if line.startswith(k)), line) for line in lines
+                 if not line.startswith(("  sampler", "  ratio"))]
     if cfg.eval.interval:
         lines.append(f"  evaluator  {'inline' if serial else '1 thread'} on {eval_dev}: {sizes.eval_envs} envs "
                      f"(seeds {sizes.eval_seed}..), every {cfg.eval.interval} env steps")

@@ -2,7 +2,8 @@
 `inference`.
 
 Options: dueling head (network.dueling), n-step returns (built by the replay writer, see `Transition`), Huber or MSE
-loss, target network refreshed by period or Polyak averaging.
+loss, target network refreshed by period or Polyak averaging, prioritized replay (a `PrioritizedBatch` weighs the
+per-sample losses, and the update returns each sample's |TD error| as the `priority` metric).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, no_reduce
+from jaxrl_dist.algos.base import Algorithm, GradReduce, PrioritizedBatch, Transition, no_reduce
 from jaxrl_dist.algos.common import adam, epsilon_greedy, linear_schedule
 from jaxrl_dist.config.schema import Config
 from jaxrl_dist.envs.spec import EnvSpec
@@ -36,7 +37,7 @@ def td_loss(
     q: jax.Array,
     q_next_target: jax.Array,
     q_next_online: jax.Array,
-    batch: Transition,
+    batch: Transition | PrioritizedBatch,
     *,
     double: bool,
     kind: str,
@@ -47,12 +48,13 @@ def td_loss(
         q: `[B, A]` online values at `batch.obs`.
         q_next_target: `[B, A]` target-network values at `batch.next_obs`.
         q_next_online: `[B, A]` online values at `batch.next_obs` (Double DQN picks the action with them).
-        batch: transitions with `action [B]`, `reward [B]` (n-step return) and `discount [B]`.
+        batch: transitions with `action [B]`, `reward [B]` (n-step return) and `discount [B]`; a
+            `PrioritizedBatch` also has `weight [B]`, the importance weights of the per-sample losses.
         double: Double DQN target if True, max over the target network if False.
         kind: "huber" (delta 1) or "mse".
 
     Returns:
-        The scalar mean loss and the `[B]` TD errors.
+        The scalar mean (importance-weighted) loss and the `[B]` TD errors.
     """
     chex.assert_rank([q, q_next_target, q_next_online], 2)
     chex.assert_rank([batch.action, batch.reward, batch.discount], 1)
@@ -67,6 +69,9 @@ def td_loss(
     q_taken = jnp.take_along_axis(q, batch.action[:, None].astype(jnp.int32), axis=-1)[:, 0]
     td = target - q_taken
     per_item = optax.huber_loss(td, delta=1.0) if kind == "huber" else 0.5 * jnp.square(td)
+    if isinstance(batch, PrioritizedBatch):  # corrects the bias of prioritized sampling (Schaul et al. 2016)
+        chex.assert_rank(batch.weight, 1)
+        per_item = per_item * batch.weight
     return per_item.mean(), td
 
 
@@ -91,15 +96,19 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         params = net.init(key, dummy)
         return DQNState(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
-    def loss_fn(params: Any, target_params: Any, batch: Transition) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss_fn(params: Any, target_params: Any, batch: Transition | PrioritizedBatch
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
         # One forward pass of the online net over obs and next_obs together.
         both = q_values(params, jnp.concatenate([batch.obs, batch.next_obs]))
         q, q_next_online = jnp.split(both, 2)
         q_next_target = q_values(target_params, batch.next_obs)
         loss, td = td_loss(q, q_next_target, q_next_online, batch, double=algo.double, kind=algo.loss)
-        return loss, {"loss": loss, "q_mean": q.mean(), "td_abs": jnp.abs(td).mean()}
+        metrics = {"loss": loss, "q_mean": q.mean(), "td_abs": jnp.abs(td).mean()}
+        if isinstance(batch, PrioritizedBatch):
+            metrics["priority"] = jnp.abs(td)  # [B], the new priorities (see jaxrl_dist.replay.prioritized)
+        return loss, metrics
 
-    def update(state: DQNState, batch: Transition) -> tuple[DQNState, dict[str, jax.Array]]:
+    def update(state: DQNState, batch: Transition | PrioritizedBatch) -> tuple[DQNState, dict[str, jax.Array]]:
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
         grads = grad_reduce(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -1,0 +1,288 @@
+"""Groups (TianJi's group parallelism): N copies of the actor+replay+learner graph, one per MPI rank, kept in sync
+by mpi4jax collectives.
+
+Each group samples its own envs into its own replay and runs its own learner. The learners meet in collectives:
+
+- `sync: grads`: the update averages its gradients over the groups (`GroupMean`, an mpi4jax allreduce inside the
+  jitted update), so every group applies the same step: synchronous data parallelism over groups.
+- `sync: params`: groups update freely and average the floating-point leaves of their learner state every
+  `interval` updates (an mpi4jax allreduce in its own jitted call): parameters never drift more than `interval`
+  updates apart, and are bit-identical after each average.
+
+An MPI collective has to be entered by every rank the same number of times, in the same order, or the job hangs.
+`GroupSync` keeps that order:
+
+- Every group runs the same number of updates, `target_updates`, fixed by the config (each group's share of the
+  env-step budget times the replay ratio), whatever its env steps overshoot.
+- A group that wants to stop early (solved, Ctrl-C, SIGTERM) raises a stop flag in a small host exchange (mpi4py)
+  that happens at the same points in every group: before every learner call for `grads`, with every average for
+  `params`. Every group sees the flag in the same exchange and stops after it. The exchange also carries the env
+  steps of every group, which is how group 0 reports the run's total.
+- A collective that waits longer than `roles.groups.timeout_s` (a peer hung) aborts the MPI job, as does a group
+  whose role crashed (`Group.abort`): the job ends with a message instead of hanging.
+
+The flag exchange and the mpi4jax collectives use separate communicators (clones of COMM_WORLD), so a host exchange
+can never be matched against a device collective.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxrl_dist.errors import ConfigError
+
+INSTALL_HINT = (
+    "pip install -e '.[mpi]', then build mpi4jax against it (README, 'Tested with': "
+    "MPI4JAX_BUILD_MPICC=... pip install mpi4jax==0.9.1.post2)"
+)
+
+
+POLL_S = 0.0002  # sleep between polls of a host exchange
+
+
+class Peers:
+    """The processes of a run that train together and must enter every collective together: MPI groups (`Group`)
+    or the processes of one `jax.distributed` mesh (`jaxrl_dist.distributed.processes.Processes`).
+
+    Holds the rank, the count, and a watchdog that aborts the job when a collective waits longer than `timeout_s`.
+    Subclasses give the host exchange (`host_sum`) and the abort.
+    """
+
+    kind, plural = "group", "groups"  # how messages name them
+
+    def __init__(self, rank: int, count: int, timeout_s: float) -> None:
+        self.rank, self.count, self.timeout_s = rank, count, timeout_s
+        self._waiting: tuple[str, float] | None = None  # (what, since) while inside a collective
+        threading.Thread(target=self._watch, name=f"{self.kind}-watchdog", daemon=True).start()
+
+    @property
+    def lead(self) -> bool:
+        """Rank 0 writes the experiment directory (metrics, checkpoints) and evaluates."""
+        return self.rank == 0
+
+    def host_sum(self, send: np.ndarray, what: str) -> np.ndarray:
+        """The elementwise sum of an int64 vector over all ranks (every rank calls it at the same point)."""
+        raise NotImplementedError
+
+    def abort(self, message: str, code: int = 1) -> None:
+        """Ends every rank of the job now, after printing `message`."""
+        raise NotImplementedError
+
+    def gather(self, row: np.ndarray, what: str) -> np.ndarray:
+        """`[count, n]`: every rank's int64 row (a sum of one-hot placed rows)."""
+        rows = np.zeros((self.count, row.size), np.int64)
+        rows[self.rank] = row
+        return self.host_sum(rows.ravel(), what).reshape(self.count, row.size)
+
+    @contextmanager
+    def collective(self, what: str) -> Iterator[None]:
+        """Marks a collective; the watchdog aborts the job if it lasts longer than `timeout_s`."""
+        self._waiting = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._waiting = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout_s / 4))
+            waiting = self._waiting
+            if waiting is not None and time.monotonic() - waiting[1] > self.timeout_s:
+                self.abort(f"{self.kind} {self.rank}: no answer from the others in the {waiting[0]} for "
+                           f"{self.timeout_s:g} s; one is hung or gone")
+
+    def agree(self, ok: bool, what: str) -> bool:
+        """True on every rank iff `ok` is true on every rank (a barrier: a failed start stops all ranks)."""
+        send = np.array([0 if ok else 1], np.int64)
+        return not self.host_sum(send, what)[0]
+
+
+class Group(Peers):
+    """This process's place among the MPI groups: its rank and the communicators.
+
+    Args:
+        count: the number of groups (MPI ranks).
+        timeout_s: the longest a collective may wait for the other groups before the job is aborted.
+    """
+
+    def __init__(self, count: int, timeout_s: float) -> None:
+        from mpi4py import MPI
+
+        world = MPI.COMM_WORLD
+        self.MPI = MPI
+        self.host_comm = world.Clone()  # flag exchanges and agreements (mpi4py, host numpy)
+        self.device_comm = world.Clone()  # mpi4jax collectives inside jitted calls
+        super().__init__(world.Get_rank(), count, timeout_s)
+
+    def host_sum(self, send: np.ndarray, what: str) -> np.ndarray:
+        """The sum of `send` over the groups. It waits by polling with short sleeps rather than in MPI's busy loop,
+        so that a group that arrives first leaves its core to its own actors while the others catch up."""
+        recv = np.empty_like(send)
+        with self.collective(what):
+            request = self.host_comm.Iallreduce(send, recv, op=self.MPI.SUM)
+            while not request.Test():
+                time.sleep(POLL_S)
+        return recv
+
+    def abort(self, message: str, code: int = 1) -> None:
+        """Ends every group of the job now (MPI_Abort), after printing `message`."""
+        print(f"error: {message}; aborting all {self.count} {self.plural}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        self.MPI.COMM_WORLD.Abort(code)
+        os._exit(code)  # not reached where Abort works
+
+
+def open_group(count: int, timeout_s: float) -> Group | None:
+    """The process's `Group` when `roles.groups.count > 1` (None for one group), or a ConfigError saying what is
+    missing: the `mpi` extra, or an MPI launcher with the right number of processes."""
+    if count == 1:
+        return None
+    try:
+        import mpi4jax  # noqa: F401 - checked here so that a missing build fails before anything starts
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ConfigError(f"config key 'roles.groups.count': value {count} needs MPI, and {e.name} is not "
+                          f"installed: {INSTALL_HINT}") from None
+    size = MPI.COMM_WORLD.Get_size()
+    if size != count:
+        raise ConfigError(
+            f"config key 'roles.groups.count': value {count}, but this process is one of {size} MPI process(es); "
+            f"launch one process per group: mpirun -n {count} python -m jaxrl_dist.train ... (or srun -n {count})"
+        )
+    return Group(count, timeout_s)
+
+
+class GroupMean:
+    """The gradient reduction of `sync: grads`: the mean over the groups, one mpi4jax allreduce per update.
+
+    The tree is flattened into one vector first: one collective per update instead of one per leaf.
+    `fold_in_shard(key)` gives each group its own noise (see `jaxrl_dist.algos.base.shard_key`).
+    """
+
+    def __init__(self, group: Group) -> None:
+        self.comm, self.count, self.rank = group.device_comm, group.count, group.rank
+        self.SUM = group.MPI.SUM
+
+    def __call__(self, tree: Any) -> Any:
+        import mpi4jax
+
+        flat, unravel = ravel_pytree(tree)
+        return unravel(mpi4jax.allreduce(flat, op=self.SUM, comm=self.comm) / self.count)
+
+    def fold_in_shard(self, key: jax.Array) -> jax.Array:
+        return jax.random.fold_in(key, self.rank)
+
+
+def average_state(group: Group) -> Callable[[Any], Any]:
+    """A jitted `state -> state` whose floating-point leaves are averaged over the groups (one allreduce); integer
+    leaves (counters, RNG keys) stay as they are."""
+    import mpi4jax
+
+    def average(state: Any) -> Any:
+        leaves, treedef = jax.tree.flatten(state)
+        floats = [i for i, x in enumerate(leaves) if jnp.issubdtype(x.dtype, jnp.floating)]
+        flat, unravel = ravel_pytree([leaves[i] for i in floats])
+        mean = unravel(mpi4jax.allreduce(flat, op=group.MPI.SUM, comm=group.device_comm) / group.count)
+        for i, x in zip(floats, mean):
+            leaves[i] = x
+        return jax.tree.unflatten(treedef, leaves)
+
+    return jax.jit(average)
+
+
+class StepCounter(Protocol):
+    """What the exchange reads and writes: this group's env steps, and the other groups' (the ratio limiter)."""
+
+    @property
+    def env_steps(self) -> int: ...
+
+    peer_steps: int
+
+
+class GroupSync:
+    """The collectives of one group's learner, made in the same order in every group (see the module docstring).
+
+    Args:
+        group: this process's group.
+        sync: "grads" or "params".
+        interval: updates between averages (params).
+        target_updates: the updates every group runs in all.
+        stop_event: the run's stop flag: read as this group's wish to stop, set when another group stops.
+        steps: this group's env-step counter; each exchange sends its `env_steps` and sets its `peer_steps` to the
+            other groups' total.
+    """
+
+    def __init__(self, group: Peers, sync: str, interval: int, target_updates: int, stop_event: threading.Event,
+                 steps: StepCounter) -> None:
+        self.group, self.sync, self.interval, self.target = group, sync, interval, target_updates
+        self.stop_event, self.steps = stop_event, steps
+        self.stopped = False  # a group raised the stop flag, and every group has seen it
+        self.identical: bool | None = None  # set at the end: whether every group holds the same learner state
+        self._average = average_state(group) if sync == "params" and isinstance(group, Group) else None
+
+    def exchange(self, stop: bool) -> bool:
+        """Swaps (stop flag, env steps) with the other groups; True (and the run's stop flag set) if any stops."""
+        own = self.steps.env_steps
+        recv = self.group.host_sum(np.array([int(stop), own], np.int64), "stop-flag exchange")
+        self.steps.peer_steps = int(recv[1]) - own
+        if recv[0] > 0:
+            self.stopped = True
+            self.stop_event.set()
+        return self.stopped
+
+    def before_call(self) -> bool:
+        """Whether the next learner call goes ahead (grads: every group agrees to it first)."""
+        if self.stopped:
+            return False
+        return self.sync != "grads" or not self.exchange(self.stop_event.is_set())
+
+    def after_call(self, state: Any, updates: int) -> Any:
+        """The state after the call's sync point (params: averaged every `interval` updates and after the last)."""
+        if self._average is None or (updates % self.interval and updates < self.target):
+            return state
+        self.exchange(self.stop_event.is_set())  # first: every group is here when the average starts
+        return self._average_now(state)
+
+    def _average_now(self, state: Any) -> Any:
+        assert self._average is not None
+        with self.group.collective("parameter average"):
+            return jax.block_until_ready(self._average(state))
+
+    def leave(self, state: Any, updates: int) -> Any:
+        """The learner stops: if the others do not know it yet (it stops before `target_updates`, and no exchange
+        carried a stop), one last sync point with the stop flag up, matching the others' next one."""
+        if self.stopped or updates >= self.target:
+            return state
+        self.exchange(True)
+        return state if self._average is None else self._average_now(state)
+
+    def compare(self, state: Any) -> bool:
+        """Whether every group holds the same floating-point learner state, bit for bit (a digest per group,
+        gathered on the host, with the final env steps of each). Called once at the end by every group."""
+        floats = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))
+                  if np.issubdtype(np.asarray(x).dtype, np.floating)]
+        digest = hashlib.sha256(b"".join(np.ascontiguousarray(x).tobytes() for x in floats)).digest()
+        words = np.frombuffer(digest[:16], np.int32).astype(np.int64)  # 128 bits, small enough for any sum
+        own = self.steps.env_steps
+        rows = self.group.gather(np.append(words, own), "final state comparison")
+        self.steps.peer_steps = int(rows[:, -1].sum()) - own  # the final env-step count of the run
+        self.identical = bool((rows[:, :-1] == rows[0, :-1]).all())
+        return self.identical
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs a learner call; with `grads` (whose gradients meet the other groups') under the watchdog."""
+        if self.sync != "grads":
+            return fn(*args)
+        with self.group.collective("gradient allreduce"):
+            return jax.block_until_ready(fn(*args))

@@ -1,0 +1,187 @@
+"""The sbatch script and manifest of a launch (pure: text in, text out; `jaxrl_dist.launch` writes and submits them).
+
+One script serves the whole array: `SLURM_ARRAY_TASK_ID` picks the combination, whose run lives in
+`<experiment>/<combination>/`. What the script does for one task, in order:
+
+1. A task whose directory holds `slurm_done` finished before (a requeue after the end): it exits 0 at once.
+2. It starts `train` in the background (so the shell can take signals) with `--resume` when the directory
+   holds a checkpoint, `--overwrite` when it holds a run that was cut off before its first checkpoint.
+3. SIGUSR1 from `--signal=B:USR1@<margin>` (or `scancel --batch --signal=USR1`) and SIGTERM reach the shell,
+   which forwards them to train; train saves a checkpoint and exits with 128 + the signal.
+4. Exit 0: it writes `slurm_done`. Exit 138 (SIGUSR1): `scontrol requeue` puts the task back in the queue, and the
+   requeued task resumes from that checkpoint. Any other code is the task's exit code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jaxrl_dist.slurm.sweep import Combination
+
+DONE_FILE = "slurm_done"  # in a combination's directory: that task finished (exit 0) and never trains again
+MANIFEST_FILE = "manifest.json"
+SCRIPT_FILE = "job.sbatch"
+PREEMPT_EXIT = 128 + 10  # train's exit code after SIGUSR1 (128 + signal number): checkpoint saved, requeue me
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """Everything the script needs. Paths are absolute so the job does not depend on where sbatch ran.
+
+    Attributes:
+        name: the experiment name (`--exp-name`), also the Slurm job name.
+        exp_dir: `<log.root>/<name>`; each combination trains into `exp_dir/<combination.name>`.
+        config: the config file.
+        workdir: the directory the job runs in (where launch ran: a relative `log.root` means the same there).
+        python: the interpreter that runs train (launch's own by default).
+        combos: one per array task.
+        sets: `--set KEY=VALUE` for every task.
+        nodes, groups, processes, gpus_per_node, partition, time: the allocation (`None` leaves Slurm's default).
+        signal_margin_s: seconds before the time limit at which Slurm sends SIGUSR1.
+        sbatch_args: extra `#SBATCH` options, as written.
+        mpi: `srun --mpi=` of a job with several processes. The MPICH wheels of the `mpi` extra speak PMI-2, not
+            PMIx (their MPI_Init aborts with "unsupported PMI version PMIx"); `pmix` suits an MPI built for it.
+    """
+
+    name: str
+    exp_dir: Path
+    config: Path
+    workdir: Path
+    python: str
+    combos: tuple[Combination, ...]
+    sets: tuple[str, ...] = ()
+    nodes: int | None = None
+    groups: int | None = None
+    processes: int | None = None  # jax.distributed processes per task (default: one per node)
+    gpus_per_node: int | None = None
+    partition: str | None = None
+    time: str | None = None
+    signal_margin_s: int = 180
+    sbatch_args: tuple[str, ...] = ()
+    mpi: str = "pmi2"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.exp_dir / "slurm"
+
+    @property
+    def tasks_per_run(self) -> int:
+        """Processes per combination: one per group, else one per node; more than one means `srun`."""
+        return self.groups or self.processes or self.nodes or 1
+
+
+def sbatch_options(spec: JobSpec) -> list[str]:
+    """The `#SBATCH` options, in the order they appear."""
+    n = len(spec.combos)
+    out = "%A_%a.out" if n > 1 else "%j.out"
+    opts = [f"--job-name={spec.name.replace('/', '_')}"]
+    if n > 1:
+        opts.append(f"--array=0-{n - 1}")
+    opts += [
+        f"--output={spec.slurm_dir / out}",
+        "--open-mode=append",  # a requeued task appends to its log instead of truncating it
+        "--requeue",
+        f"--signal=B:USR1@{spec.signal_margin_s}",  # B: the batch shell gets it and forwards it to train
+    ]
+    if spec.nodes:
+        opts.append(f"--nodes={spec.nodes}")
+    if spec.tasks_per_run > 1:
+        opts.append(f"--ntasks={spec.tasks_per_run}")
+    if spec.gpus_per_node:
+        opts.append(f"--gpus-per-node={spec.gpus_per_node}")
+    if spec.partition:
+        opts.append(f"--partition={spec.partition}")
+    if spec.time:
+        opts.append(f"--time={spec.time}")
+    return opts + list(spec.sbatch_args)
+
+
+def train_words(spec: JobSpec) -> list[str]:
+    """The command that trains one task, up to the per-task arguments (`srun ...` in front for several processes)."""
+    words = [spec.python, "-m", "jaxrl_dist.train", "--config", str(spec.config), "--quiet"]
+    for s in spec.sets:
+        words += ["--set", s]
+    if spec.groups:
+        words += ["--set", f"roles.groups.count={spec.groups}"]
+    elif spec.tasks_per_run > 1:
+        # One process per node, one learner mesh over all of them: jax.distributed reads the srun step's SLURM_*.
+        words += ["--distributed"]
+    if spec.tasks_per_run > 1:
+        # One process per group/node; MPI finds its peers through Slurm's PMI server (srun --mpi).
+        words = ["srun", f"--mpi={spec.mpi}", f"--ntasks={spec.tasks_per_run}", *words]
+    return words
+
+
+def _case_arms(combos: Sequence[Combination]) -> list[str]:
+    arms = []
+    for c in combos:
+        args = ["--seed", str(c.seed)] + [w for o in c.overrides for w in ("--set", o)]
+        arms.append(f"  {c.index}) RUN={shlex.quote(c.name)}; ARGS=({shlex.join(args)}) ;;")
+    return arms
+
+
+def render(spec: JobSpec, command_line: str) -> str:
+    """The sbatch script: `command_line` (how launch was called) goes into its header."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        "# Generated by jaxrl_dist.launch; see slurm/README.md. Launched with:",
+        f"#   {command_line}",
+        f"# Task i ($SLURM_ARRAY_TASK_ID, 0 outside an array) trains combination i of {spec.slurm_dir / MANIFEST_FILE}",
+        f"# into {spec.exp_dir}/<combination>/.",
+        *(f"#SBATCH {o}" for o in sbatch_options(spec)),
+        "set -uo pipefail",
+        f"cd {q(str(spec.workdir))}",
+        'case "${SLURM_ARRAY_TASK_ID:-0}" in',
+        *_case_arms(spec.combos),
+        '  *) echo "error: no combination for array task ${SLURM_ARRAY_TASK_ID}" >&2; exit 2 ;;',
+        "esac",
+        f"DIR={q(str(spec.exp_dir))}/$RUN",
+        "TASK=${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}",
+        'echo "task $TASK: $RUN (restart ${SLURM_RESTART_COUNT:-0}) on $(hostname) at $(date -u +%FT%TZ)"',
+        f'if [[ -f $DIR/{DONE_FILE} ]]; then echo "task $TASK: $RUN finished before; not training again"; exit 0; fi',
+        "MODE=()",
+        'if [[ -n $(ls -A "$DIR/checkpoints" 2>/dev/null) ]]; then MODE=(--resume)',
+        "# A run cut off before its first checkpoint has nothing to resume: it starts over.",
+        'elif [[ -e $DIR/config.yaml || -e $DIR/metrics.jsonl ]]; then MODE=(--overwrite)',
+        "fi",
+        "# Slurm signals this shell (B:USR1 before the time limit, TERM on preemption): pass it on to train,",
+        "# also one that came while train was being started.",
+        'CHILD=""; SIG=""',
+        'forward() { SIG=$1; if [[ -n $CHILD ]]; then kill -"$1" "$CHILD" 2>/dev/null; fi; }',
+        "trap 'forward USR1' USR1",
+        "trap 'forward TERM' TERM",
+        f'{shlex.join(train_words(spec))} --exp-name {q(spec.name)}/"$RUN" "${{ARGS[@]}}" "${{MODE[@]}}" &',
+        "CHILD=$!",
+        'if [[ -n $SIG ]]; then kill -"$SIG" "$CHILD" 2>/dev/null; fi',
+        'wait "$CHILD"; RC=$?',
+        '# A trapped signal interrupts `wait`; wait again until train itself has exited.',
+        'while kill -0 "$CHILD" 2>/dev/null; do wait "$CHILD"; RC=$?; done',
+        'echo "task $TASK: train exited with $RC"',
+        f'if [[ $RC == 0 ]]; then date -u +%FT%TZ > "$DIR/{DONE_FILE}"; fi',
+        f"if [[ $RC == {PREEMPT_EXIT} ]]; then",
+        '  echo "task $TASK: checkpoint saved; requeueing"',
+        '  scontrol requeue "$TASK" && exit 0',
+        "fi",
+        "exit $RC",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def manifest(spec: JobSpec, command_line: str) -> dict[str, Any]:
+    """The JSON written next to the script: what each array index trains (read back by `jaxrl_dist.report`)."""
+    return {
+        "name": spec.name,
+        "config": str(spec.config),
+        "command": command_line,
+        "sets": list(spec.sets),
+        "tasks": [
+            {"index": c.index, "name": c.name, "seed": c.seed, "sweep": dict(c.values), "label": c.sweep_label,
+             "dir": str(spec.exp_dir / c.name)}
+            for c in spec.combos
+        ],
+    }

@@ -1,0 +1,47 @@
+"""One learner call of DQN on a fixed global batch, in one process or as one of N `jax.distributed` processes that
+each feed their share of the batch; process 0 writes the resulting learner state to OUT (.npz).
+
+`python tests/multiprocess_update.py OUT [COORDINATOR N PROCESS_ID]`, run by tests/test_processes.py.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+K, BATCH = 2, 64
+
+
+def main(out: str, coordinator: str | None = None, n: int = 1, pid: int = 0) -> None:
+    from jaxrl_dist.distributed.processes import initialize
+
+    peers = initialize(coordinator, n, pid, False, 60.0) if n > 1 else None
+    import jax
+
+    from jaxrl_dist.algos import Transition, make_algorithm
+    from jaxrl_dist.config import load_config
+    from jaxrl_dist.distributed import LearnerMesh, fused_update
+    from jaxrl_dist.roles.graph import learner_devices, preflight
+
+    cfg = load_config("configs/dqn_cartpole.yaml", [f"replay.batch_size={BATCH}"])
+    spec = preflight(cfg)
+    placement = LearnerMesh.over(learner_devices(cfg, peers))
+    algo = make_algorithm(spec, cfg, placement.grad_reduce)
+    state = placement.put_replicated(jax.jit(algo.init)(jax.random.PRNGKey(0)))
+    rng = np.random.default_rng(7)  # the same global batch in every process
+    shape = (K, BATCH)
+    batch = Transition(rng.normal(size=(*shape, 4)).astype(np.float32), rng.integers(0, 2, shape).astype(np.int32),
+                       rng.normal(size=shape).astype(np.float32), np.full(shape, 0.99, np.float32),
+                       rng.normal(size=(*shape, 4)).astype(np.float32))
+    share = BATCH // n
+    mine = jax.tree.map(lambda x: x[:, pid * share:(pid + 1) * share], batch)
+    state, _ = fused_update(algo.update, placement)(state, placement.put_batches(mine))
+    leaves = jax.tree.leaves(jax.device_get(placement.local(state)))
+    if pid == 0:
+        np.savez(out, *[np.asarray(x) for x in leaves])
+
+
+if __name__ == "__main__":
+    a = sys.argv[1:]
+    main(a[0], *(a[1], int(a[2]), int(a[3])) if len(a) > 1 else ())  # type: ignore[arg-type]

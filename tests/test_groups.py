@@ -1,0 +1,186 @@
+"""Groups over MPI: `mpirun -n 2 python -m jaxrl_dist.train` with `roles.groups.count: 2`, real mpich + mpi4jax.
+
+Every run has a subprocess timeout; a hung collective would also be ended by the groups' own watchdog.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from cli_runs import DEFAULT, ROOT, command, run, train, train_cmd, with_env
+
+from jaxrl_dist.io.metrics import read_metrics
+
+HAVE_MPI = importlib.util.find_spec("mpi4jax") is not None and shutil.which("mpirun") is not None
+if not HAVE_MPI and os.environ.get("JAXRL_REQUIRE_MPI") == "1":  # CI installs MPI: a missing install must fail
+    raise RuntimeError("JAXRL_REQUIRE_MPI=1 but mpi4jax or mpirun is missing (see README, 'Tested with')")
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="MPI groups need the mpi extra and mpi4jax (README)")
+
+# A short run: 2 groups of 3,000 env steps each, updates from 1,000, no evaluation.
+SHORT = ("train.total_env_steps=6000", "train.learning_starts=1000", "eval.interval=0", "roles.groups.count=2")
+
+
+def mpirun(n: int, cmd: list[str], timeout: float = 300):
+    return run(["mpirun", "-n", str(n), *cmd], timeout=timeout)
+
+
+def final(exp: Path) -> dict:
+    return read_metrics(exp / "metrics.jsonl")[-1]
+
+
+@needs_mpi
+def test_grads_sync_solves_cartpole(tmp_path):
+    """Gradient all-reduce over 2 groups solves CartPole within the default budget, and the groups end with the same
+    learner state; group 0 reports the env steps of both groups."""
+    proc = mpirun(2, train_cmd(tmp_path, "grads", "roles.groups.count=2", "roles.groups.sync=grads"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "solved: eval return" in proc.stdout
+    rows = read_metrics(tmp_path / "grads" / "metrics.jsonl")
+    assert max(r["eval/episode_return"] for r in rows if "eval/episode_return" in r) >= 475
+    assert rows[-1]["groups/identical_state"] == 1.0
+    assert proc.stdout.count("experiment:") == 1  # only group 0 reports
+    assert (tmp_path / "grads" / "checkpoints").is_dir()
+
+
+@needs_mpi
+def test_params_sync_runs_freely_and_ends_identical(tmp_path):
+    """Parameter averaging every 16 updates: each group takes its share of the budget, both run the same number of
+    updates, and after the last average the states are bit-identical."""
+    proc = mpirun(2, train_cmd(tmp_path, "params", *SHORT, "roles.groups.sync=params", "roles.groups.interval=16",
+                               "roles.learner.updates_per_call=8"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = final(tmp_path / "params")
+    assert last["groups/identical_state"] == 1.0
+    assert last["env_steps"] >= 6000  # both groups' steps, merged by group 0
+    assert last["updates"] == (3000 - 1000) // 2 // 8 * 8  # replay ratio 0.5 over each group's share
+
+
+@needs_mpi
+def test_early_stop_of_group_0_stops_every_group(tmp_path):
+    """Group 0 reaches the target return between two parameter averages; the other group learns of it at its next
+    sync point and the job ends with both groups agreeing on the final state."""
+    proc = mpirun(2, train_cmd(tmp_path, "stop", "roles.groups.count=2", "roles.groups.sync=params",
+                               "roles.groups.interval=64", "eval.interval=500", "eval.target_return=20",
+                               "train.learning_starts=500"), timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "solved:" in proc.stdout
+    last = final(tmp_path / "stop")
+    assert last["groups/identical_state"] == 1.0
+    assert last["env_steps"] < 150_000
+
+
+@needs_mpi
+@pytest.mark.parametrize("sync", ["grads", "params"])
+def test_ppo_in_groups(tmp_path, sync):
+    """The on-policy path in groups: each group feeds its own segments; the learners average gradients (or every
+    4 updates their states) and end identical."""
+    proc = mpirun(2, train_cmd(tmp_path, sync, "roles.groups.count=2", f"roles.groups.sync={sync}",
+                               "roles.groups.interval=4", "train.total_env_steps=12000", "eval.interval=0",
+                               config=ROOT / "configs" / "ppo_cartpole.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = final(tmp_path / sync)
+    assert last["groups/identical_state"] == 1.0
+    assert last["env_steps"] >= 12000 and last["updates"] >= 20  # 6,000 env steps per group: 23 segments of 8 x 32
+
+
+@needs_mpi
+def test_sac_in_groups(tmp_path):
+    """SAC's per-update noise is folded with the group (shard_key), its gradients averaged over the groups."""
+    proc = mpirun(2, train_cmd(tmp_path, "sac", "roles.groups.count=2", "train.total_env_steps=4000",
+                               "train.learning_starts=1000", "eval.interval=0",
+                               config=ROOT / "configs" / "sac_pendulum.yaml"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = final(tmp_path / "sac")
+    assert last["groups/identical_state"] == 1.0 and last["updates"] > 0
+
+
+@needs_mpi
+def test_resume_of_a_groups_run(tmp_path):
+    proc = mpirun(2, train_cmd(tmp_path, "res", *SHORT, "roles.groups.sync=grads"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = final(tmp_path / "res")
+    proc = mpirun(2, train_cmd(tmp_path, "res", *SHORT[1:], "train.total_env_steps=10000", "roles.groups.sync=grads",
+                               extra=("--resume",)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = final(tmp_path / "res")
+    assert last["env_steps"] >= 10_000 and last["updates"] > first["updates"]
+    assert last["groups/identical_state"] == 1.0
+
+
+CRASHING_ENV = textwrap.dedent('''
+    import os
+    import numpy as np
+    from jaxrl_dist.envs import BaseEnv, Box, Discrete
+
+    class CrashInGroup1(BaseEnv):
+        """Crashes after 200 steps in group 1 (rank 1), runs forever in group 0."""
+        observation_space = Box(-1.0, 1.0, shape=(2,))
+        action_space = Discrete(2)
+
+        def __init__(self):
+            self.rank = int(os.environ.get("PMI_RANK", "0"))
+            self.steps = 0
+
+        def reset(self, seed=None):
+            return np.zeros(2, np.float32)
+
+        def step(self, action):
+            self.steps += 1
+            if self.rank == 1 and self.steps > 200:
+                raise RuntimeError("env of group 1 broke")
+            return np.zeros(2, np.float32), 0.0, False, self.steps % 50 == 0
+''')
+
+
+@needs_mpi
+def test_a_crashed_group_ends_the_job(tmp_path):
+    (tmp_path / "crash_env.py").write_text(CRASHING_ENV)
+    cmd = train_cmd(tmp_path, "crash", "env.id=crash_env:CrashInGroup1", "env.num_envs=2",
+                    "train.total_env_steps=10000000", "train.learning_starts=100", "replay.batch_size=32",
+                    "eval.interval=0", "roles.groups.count=2")
+    start = time.monotonic()
+    proc = run(["mpirun", "-n", "2", *cmd], timeout=120, env=with_env(PYTHONPATH=str(tmp_path)))
+    assert time.monotonic() - start < 60
+    assert proc.returncode != 0
+    assert "env of group 1 broke" in proc.stderr
+    assert "aborting all 2 groups" in proc.stderr
+
+
+def test_groups_without_mpirun_is_a_clear_error(tmp_path):
+    proc = train(tmp_path, "alone", "roles.groups.count=2")
+    assert proc.returncode == 2
+    assert "mpirun -n 2" in proc.stderr and "roles.groups.count" in proc.stderr
+    assert not (tmp_path / "alone").exists()
+
+
+def test_groups_without_mpi_installed_names_the_extra(tmp_path):
+    """With mpi4jax unimportable, the error says how to install it (nothing is written)."""
+    code = ("import sys; sys.modules['mpi4jax'] = None; from jaxrl_dist.train import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    args = train_cmd(tmp_path, "nompi", "roles.groups.count=2")[3:]  # drop `python -m jaxrl_dist.train`
+    proc = run([sys.executable, "-c", code, *args])
+    assert proc.returncode == 2
+    assert "pip install -e '.[mpi]'" in proc.stderr
+    assert not (tmp_path / "nompi").exists()
+
+
+def test_groups_config_rules(tmp_path):
+    proc = train(tmp_path, "bad", "roles.groups.count=2", "roles.groups.sync=params", "roles.groups.interval=12",
+                 "roles.learner.updates_per_call=8")
+    assert proc.returncode == 2 and "roles.groups.interval" in proc.stderr and "multiple of 8" in proc.stderr
+    proc = train(tmp_path, "bad", "roles.groups.count=2", "roles.learner.num_devices=2")
+    assert proc.returncode == 2 and "roles.learner.num_devices" in proc.stderr
+
+
+def test_print_topology_shows_groups():
+    proc = run(command("train", "--config", DEFAULT, "--print-topology", "--set", "roles.groups.count=2",
+                       "--set", "roles.groups.sync=params"))
+    assert proc.returncode == 0, proc.stderr
+    assert "groups" in proc.stdout and "params" in proc.stdout
