@@ -118,13 +118,15 @@ def test_update_under_jit_gives_finite_scalar_metrics(spec: EnvSpec, normalize_o
 def test_segment_config_errors_name_the_key() -> None:
     from jaxrl_dist.config import derive
 
-    base = {"algo": {"name": "ppo"}, "env": {"num_envs": 6}}
+    base = {"algo": {"name": "ppo"}, "env": {"num_envs": 6}, "train": {"max_staleness": 1}}
     with pytest.raises(ConfigError, match="env.batch_size"):
         derive(build({**base, "env": {"num_envs": 6, "batch_size": 3}}))
     with pytest.raises(ConfigError, match="env.num_envs"):
         derive(build({**base, "roles": {"learner": {"num_devices": 4}}}))
     with pytest.raises(ConfigError, match="algo.num_minibatches"):
-        derive(build({"algo": {"name": "ppo", "segment_length": 10, "num_minibatches": 4}}))
+        derive(build({**base, "algo": {"name": "ppo", "segment_length": 10, "num_minibatches": 4}}))
+    with pytest.raises(ConfigError, match="train.max_staleness.*allowed: 0 .* or 1"):  # 64, the replay default
+        derive(build({**base, "train": {}}))
     assert derive(build(base)).updates_per_call == 1
 
 

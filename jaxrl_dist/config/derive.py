@@ -162,6 +162,11 @@ def derive_segments(cfg: Config, threads: int) -> Sizes:
         )
     if cfg.checkpoint.save_replay:
         raise ConfigError(f"config key 'checkpoint.save_replay': {cfg.algo.name} has no replay; allowed: false")
+    if cfg.train.max_staleness > 1:  # the default (64) is for replay algorithms
+        raise ConfigError(
+            f"config key 'train.max_staleness': value {cfg.train.max_staleness} with the on-policy {cfg.algo.name}; "
+            f"allowed: 0 (synchronous) or 1 (the actor collects segment k+1 while the learner trains on k)"
+        )
     if roles.groups.count > 1 and roles.learner.num_devices > 1:
         raise ConfigError(
             f"config key 'roles.learner.num_devices': value {roles.learner.num_devices} with roles.groups.count="
