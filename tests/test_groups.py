@@ -63,6 +63,24 @@ def test_params_sync_runs_freely_and_ends_identical(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("target", [None, 20])
+def test_overlapped_averages_end_identical(tmp_path, target):
+    """`overlap`: averages run in the background; the groups still end with the same state, at the budget's end
+    and when group 0's target return stops the run between rounds."""
+    sets = (*SHORT, "roles.groups.sync=params", "roles.groups.overlap=true", "roles.groups.interval=16")
+    if target is not None:
+        sets = (*sets, "eval.interval=500", f"eval.target_return={target}", "train.total_env_steps=150000")
+    proc = mpirun(2, train_cmd(tmp_path, "ov", *sets))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = final(tmp_path / "ov")
+    assert last["groups/identical_state"] == 1.0
+    if target is None:
+        assert last["updates"] == (3000 - 1000) // 2 // 8 * 8
+    else:
+        assert "solved:" in proc.stdout
+
+
+@needs_mpi
 def test_early_stop_of_group_0_stops_every_group(tmp_path):
     """Group 0 reaches the target return between two parameter averages; the other group learns of it at its next
     sync point and the job ends with both groups agreeing on the final state."""

@@ -7,8 +7,8 @@ On a CPU the devices are faked (`XLA_FLAGS=--xla_force_host_platform_device_coun
 child process when fewer devices exist) and share the same cores: the figures then show the mechanics, not speed.
 
 Groups: whole training runs under `mpirun -n G` (one process per group, each bound to its own core), with env steps/s
-and updates/s read from group 0's metrics (the run's totals) once learning started. Weak scaling: every group keeps
-the same work, so the ideal total grows G-fold and the efficiency is `sps_G / (G * sps_1)`.
+and updates/s read from group 0's metrics once learning started. Weak scaling: every group keeps the same work (the
+same updates at the same replay ratio), so the efficiency is the per-group update rate kept, `ups_G / ups_1`.
 """
 
 from __future__ import annotations
@@ -168,7 +168,9 @@ def _groups(args: argparse.Namespace) -> dict[str, Any] | str:
         runs = {n: _median_run(args, n, mode) for n in counts}
         base = counts[0]
         for n, f in runs.items():
-            f["weak_efficiency"] = f["sps"] / (runs[base]["sps"] * n / base) if runs[base]["sps"] else 0.0
+            # Each group does the same work at the same replay ratio, so the per-group update rate measures it;
+            # group 0's env-step total counts the others' steps only as of the last exchange.
+            f["weak_efficiency"] = f["ups"] / runs[base]["ups"] if runs[base]["ups"] else 0.0
         out[mode] = runs
     return {"steps_per_group": args.group_steps, "runs": out}
 

@@ -140,6 +140,10 @@ class GroupsConfig:
         64, "Updates between parameter averages (sync=params): the most any group's parameters drift from the others.",
         ge=1,
     )
+    overlap: bool = fld(
+        False, "sync=params: average in the background while training on (at most one interval stale); the groups' "
+        "states are identical only at the end."
+    )
     timeout_s: float = fld(300.0, "Seconds a group waits in a collective for its peers before it aborts the job.", gt=0.0)
 
 

@@ -123,6 +123,7 @@ class Group(Peers):
         self.MPI = MPI
         self.host_comm = world.Clone()  # flag exchanges and agreements (mpi4py, host numpy)
         self.device_comm = world.Clone()  # mpi4jax collectives inside jitted calls
+        self.overlap_comm = world.Clone()  # the background averages of `sync: params` with `overlap`
         super().__init__(world.Get_rank(), count, timeout_s)
 
     def host_sum(self, send: np.ndarray, what: str) -> np.ndarray:
@@ -201,6 +202,79 @@ def average_state(group: Group) -> Callable[[Any], Any]:
     return jax.jit(average)
 
 
+class OverlappedAverage:
+    """`sync: params` with `overlap`: the average of round r runs in the background while the groups train on.
+
+    At each sync point a group completes the round it started one interval earlier and applies it as the average
+    plus its own progress since (`avg(snap) + (state - snap)`), then starts the next round with its current state
+    (an mpi4py `Iallreduce` of the host copy of its float leaves, and one of its stop flag and env steps). A group
+    waits only for a peer more than one interval behind, so parameters are at most one interval stale, and they are
+    identical only after the last round.
+
+    Ending: a group that stops (its own stop, a peer's flag seen in a completed round, or the last update) enters
+    `finish`: it posts rounds with its flag up until a round completes in which every group's flag is up, and takes
+    that round's plain average, so that every group ends with the same state.
+    """
+
+    def __init__(self, group: Group) -> None:
+        self.group, self.comm, self.SUM = group, group.overlap_comm, group.MPI.SUM
+        self.pending: tuple[list[Any], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.done = False
+
+    @staticmethod
+    @jax.jit
+    def _ravel(state: Any) -> jax.Array:
+        """The float leaves of `state` as one float32 vector (one device-to-host copy instead of one per leaf)."""
+        floats = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+        return jnp.concatenate([x.astype(jnp.float32).ravel() for x in floats])
+
+    @staticmethod
+    @jax.jit
+    def _unravel(state: Any, flat: jax.Array) -> Any:
+        """`state` with its float leaves taken from `flat` (the inverse of `_ravel`, in one call)."""
+        leaves, treedef = jax.tree.flatten(state)
+        offset = 0
+        for i, x in enumerate(leaves):
+            if jnp.issubdtype(x.dtype, jnp.floating):
+                leaves[i] = flat[offset:offset + x.size].reshape(x.shape).astype(x.dtype)
+                offset += x.size
+        return jax.tree.unflatten(treedef, leaves)
+
+    def _floats(self, state: Any) -> np.ndarray:
+        return np.asarray(jax.device_get(self._ravel(state)))
+
+    def post(self, state: Any, flag: int, steps: int) -> None:
+        """Starts a round with this group's state, flag and env steps."""
+        flat = self._floats(state)
+        recv, flags = np.empty_like(flat), np.array([flag, steps], np.int64)
+        recv_flags = np.empty_like(flags)
+        requests = [self.comm.Iallreduce(flat, recv, op=self.SUM), self.comm.Iallreduce(flags, recv_flags, op=self.SUM)]
+        self.pending = (requests, flat, recv, recv_flags)
+
+    def complete(self, state: Any) -> tuple[Any, np.ndarray]:
+        """Waits for the pending round; returns the state with the round applied and the summed (flags, steps)."""
+        assert self.pending is not None
+        requests, snap, recv, recv_flags = self.pending
+        with self.group.collective("background parameter average"):
+            while not self.group.MPI.Request.Testall(requests):
+                time.sleep(POLL_S)
+        self.pending = None
+        new = recv / self.group.count + (self._floats(state) - snap)
+        return self._unravel(state, new.astype(np.float32)), recv_flags
+
+    def finish(self, state: Any, steps: int) -> tuple[Any, int]:
+        """Rounds with the flag up until every group's flag is up; returns the common final state and the env
+        steps of all groups."""
+        if self.pending is not None:
+            state, _ = self.complete(state)
+        while True:
+            self.post(state, 1, steps)
+            state, flags = self.complete(state)
+            if flags[0] == self.group.count:
+                self.done = True
+                return state, int(flags[1])
+
+
 class StepCounter(Protocol):
     """What the exchange reads and writes: this group's env steps, and the other groups' (the ratio limiter)."""
 
@@ -224,12 +298,14 @@ class GroupSync:
     """
 
     def __init__(self, group: Peers, sync: str, interval: int, target_updates: int, stop_event: threading.Event,
-                 steps: StepCounter) -> None:
+                 steps: StepCounter, overlap: bool = False) -> None:
         self.group, self.sync, self.interval, self.target = group, sync, interval, target_updates
         self.stop_event, self.steps = stop_event, steps
         self.stopped = False  # a group raised the stop flag, and every group has seen it
         self.identical: bool | None = None  # set at the end: whether every group holds the same learner state
-        self._average = average_state(group) if sync == "params" and isinstance(group, Group) else None
+        mpi_params = sync == "params" and isinstance(group, Group)
+        self._average = average_state(group) if isinstance(group, Group) and mpi_params and not overlap else None
+        self._overlap = OverlappedAverage(group) if isinstance(group, Group) and mpi_params and overlap else None
 
     def exchange(self, stop: bool) -> bool:
         """Swaps (stop flag, env steps) with the other groups; True (and the run's stop flag set) if any stops."""
@@ -249,6 +325,8 @@ class GroupSync:
 
     def after_call(self, state: Any, updates: int) -> Any:
         """The state after the call's sync point (params: averaged every `interval` updates and after the last)."""
+        if self._overlap is not None:
+            return self._overlapped(state, updates)
         if self._average is None or (updates % self.interval and updates < self.target):
             return state
         self.exchange(self.stop_event.is_set())  # first: every group is here when the average starts
@@ -259,9 +337,34 @@ class GroupSync:
         with self.group.collective("parameter average"):
             return jax.block_until_ready(self._average(state))
 
+    def _overlapped(self, state: Any, updates: int) -> Any:
+        o = self._overlap
+        assert o is not None
+        if updates % self.interval and updates < self.target:
+            return state
+        flags = None
+        if o.pending is not None:
+            state, flags = o.complete(state)
+            self.steps.peer_steps = int(flags[1]) - self.steps.env_steps
+        if updates >= self.target or (flags is not None and flags[0] > 0):
+            return self._finish_overlap(state)
+        o.post(state, 0, self.steps.env_steps)
+        return state
+
+    def _finish_overlap(self, state: Any) -> Any:
+        assert self._overlap is not None
+        own = self.steps.env_steps
+        state, total = self._overlap.finish(state, own)
+        self.steps.peer_steps = total - own
+        self.stopped = True
+        self.stop_event.set()
+        return state
+
     def leave(self, state: Any, updates: int) -> Any:
         """The learner stops: if the others do not know it yet (it stops before `target_updates`, and no exchange
         carried a stop), one last sync point with the stop flag up, matching the others' next one."""
+        if self._overlap is not None:
+            return state if self._overlap.done else self._finish_overlap(state)
         if self.stopped or updates >= self.target:
             return state
         self.exchange(True)

@@ -312,7 +312,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         limiter.max_updates = target
         g = cfg.roles.groups
         mode = g.sync if isinstance(group, Group) else "grads"  # one mesh: every call is a collective
-        sync = GroupSync(group, mode, g.interval, target, lifetime.stop_event, limiter)
+        sync = GroupSync(group, mode, g.interval, target, lifetime.stop_event, limiter, g.overlap)
     sampler_rng = np.random.default_rng([seed, 2] if group is None else [seed, 2, rank])
 
     def sample() -> Any:  # a Transition, or a PrioritizedBatch whose beta follows the env steps
@@ -360,7 +360,8 @@ def build_segment_graph(cfg: Config, sizes: Sizes, spec: EnvSpec, algo: Algorith
     sync = None
     if group is not None:
         mode = cfg.roles.groups.sync if isinstance(group, Group) else "grads"
-        sync = GroupSync(group, mode, cfg.roles.groups.interval, 2**62, lifetime.stop_event, limiter)
+        sync = GroupSync(group, mode, cfg.roles.groups.interval, 2**62, lifetime.stop_event, limiter,
+                         cfg.roles.groups.overlap)
     learner = Learner(algo, zero_state, 1, store, limiter, placement, sync)
     length = cfg.algo.segment_length  # type: ignore[attr-defined]  # a segments algorithm's config has it
     obs = jax.ShapeDtypeStruct((cfg.env.num_envs, *spec.obs_shape), spec.obs_dtype)
