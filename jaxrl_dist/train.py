@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result.reason}: {result.env_steps} env steps, {result.updates} updates in {result.wall_s:.1f} s{best}",
           flush=True)
     if result.signal:
-        print(f"checkpoint saved; continue with: {resume_command(argv, name)}", flush=True)
+        launcher = f"mpirun -n {group.count} " if group is not None and group.kind == "group" else ""
+        print(f"checkpoint saved; continue with: {launcher}{resume_command(argv, name)}", flush=True)
         return 128 + result.signal
     return _export_final(exp_dir, export_formats) if export_formats else 0
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -130,6 +132,28 @@ def test_resume_of_a_groups_run(tmp_path):
     last = final(tmp_path / "res")
     assert last["env_steps"] >= 10_000 and last["updates"] > first["updates"]
     assert last["groups/identical_state"] == 1.0
+
+
+@needs_mpi
+def test_sigterm_checkpoints_every_group_and_prints_the_resume_line(tmp_path):
+    """SIGTERM to mpirun reaches both groups: they agree to stop, group 0 checkpoints, exit 143, and the resume line
+    carries the mpirun prefix."""
+    cmd = ["mpirun", "-n", "2", *train_cmd(tmp_path, "term", "roles.groups.count=2", "eval.target_return=null",
+                                            "train.total_env_steps=10000000")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = tmp_path / "term" / "metrics.jsonl"
+        while not (metrics.is_file() and any(r.get("updates", 0) > 0 for r in read_metrics(metrics))):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not start training"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "continue with: mpirun -n 2 " in out and "--resume" in out
+    assert any((tmp_path / "term" / "checkpoints").iterdir())
 
 
 CRASHING_ENV = textwrap.dedent('''
