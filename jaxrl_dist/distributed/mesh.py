@@ -9,6 +9,7 @@ device the same code runs without a mesh and with the identity reduction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any, Callable
 
@@ -77,7 +78,7 @@ class LearnerMesh:
         """Stacked batches `[K, B, ...]`: split along `B`, so each device holds `[K, B / size, ...]`."""
         return NamedSharding(self.mesh, P(None, DATA_AXIS))
 
-    @property
+    @functools.cached_property
     def multiprocess(self) -> bool:
         """Whether the mesh spans several processes (`jax.distributed`)."""
         return any(d.process_index != self.devices[0].process_index for d in self.devices)
