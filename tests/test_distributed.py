@@ -113,10 +113,14 @@ def test_bench_scaling_reports_weak_and_strong_efficiency() -> None:
 
 @needs_mpi
 def test_bench_scaling_measures_mpi_groups() -> None:
-    """The groups half: whole runs under mpirun with 1 and 2 groups, rates and weak-scaling efficiency."""
+    """The groups half: whole runs under mpirun with 1 and 2 groups, two independent single-group runs at once as
+    the reference, rates and both efficiencies."""
     proc = run(command("bench", "scaling", "--devices", "1", "--seconds", "0.2", "--json", "--groups", "1,2",
                        "--group-steps", "12000", "--sync", "params", "--repeats", "1"), env=with_env(JAX_PLATFORMS="cpu"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = json.loads(proc.stdout.strip().splitlines()[-1])["groups"]["runs"]["params"]
-    assert set(runs) == {"1", "2"} and runs["1"]["weak_efficiency"] == 1.0
-    assert all(r["sps"] > 0 and r["ups"] > 0 for r in runs.values())
+    groups = json.loads(proc.stdout.strip().splitlines()[-1])["groups"]
+    runs, independent = groups["runs"]["params"], groups["independent"]
+    assert set(runs) == {"1", "2"} and runs["1"]["weak_efficiency"] == 1.0 and set(independent) == {"2"}
+    assert all(r["sps"] > 0 and r["ups"] > 0 for r in [*runs.values(), independent["2"]])
+    # Two groups against two independent runs: the efficiency is their ratio of per-group update rates.
+    assert runs["2"]["sync_efficiency"] == runs["2"]["ups"] / independent["2"]["ups"]

@@ -8,7 +8,9 @@ child process when fewer devices exist) and share the same cores: the figures th
 
 Groups: whole training runs under `mpirun -n G` (one process per group, each bound to its own core), with env steps/s
 and updates/s read from group 0's metrics once learning started. Weak scaling: every group keeps the same work (the
-same updates at the same replay ratio), so the efficiency is the per-group update rate kept, `ups_G / ups_1`.
+same updates at the same replay ratio), so the efficiency is the per-group update rate kept, `ups_G / ups_1`. The
+reference for the synchronisation's own cost is G independent single-group runs started at once, each bound to its
+own core: `ups_G / ups_independent`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import os
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 from jaxrl_dist.errors import UserError
@@ -142,11 +145,17 @@ def render(r: dict[str, Any]) -> str:
     if isinstance(g, str):
         lines.append(f"  groups: {g}")
         return "\n".join(lines)
-    lines.append(f"  groups (mpirun, one core each, {g['steps_per_group']} env steps per group)")
-    lines.append("   sync    groups  env steps/s  updates/s  weak eff")
-    for sync, runs in g["runs"].items():
-        for n, f in runs.items():
-            lines.append(f"  {sync:7s} {int(n):6d}  {f['sps']:11,.0f}  {f['ups']:9,.0f}  {f['weak_efficiency']:8.2f}")
+    lines.append(f"  groups (mpirun, one core each, {g['steps_per_group']} env steps per group; sync eff: against "
+                 f"as many independent single-group runs at once)")
+    lines.append("   sync        groups  env steps/s  updates/s  weak eff  sync eff")
+    base = min(int(n) for runs in g["runs"].values() for n in runs)
+    first = next(iter(g["runs"].values()))
+    rows = [("(one)", base, first[base] if base in first else first[str(base)])]
+    rows += [("(none)", n, {**f, "sync_efficiency": 1.0}) for n, f in g.get("independent", {}).items()]
+    rows += [(sync, n, f) for sync, runs in g["runs"].items() for n, f in runs.items() if int(n) != base]
+    for sync, n, f in rows:
+        lines.append(f"  {sync:11s} {int(n):6d}  {f['sps']:11,.0f}  {f['ups']:9,.0f}  {f['weak_efficiency']:8.2f}"
+                     f"  {f['sync_efficiency']:8.2f}")
     return "\n".join(lines)
 
 
@@ -163,46 +172,99 @@ def _groups(args: argparse.Namespace) -> dict[str, Any] | str:
     modes = [m.strip() for m in args.sync.split(",") if m.strip()]
     if not modes or set(modes) - {"grads", "params"}:
         raise UserError(f"--sync {args.sync!r} is not allowed; use grads, params or grads,params")
+    base = counts[0]
+    # One group does not synchronise, whatever the mode: measured once, the baseline of every mode.
+    lone = _median(args, partial(_group_run, args, base, modes[0]))
+    # G groups that never meet, started together, each bound to its own core like the groups: the same load on
+    # the machine without the synchronisation, so `ups_G / ups_independent` is what synchronising costs.
+    independent = {n: _median(args, partial(_independent_run, args, n)) for n in counts if n > base}
     out: dict[str, dict[int, dict[str, float]]] = {}
     for mode in modes:
-        runs = {n: _median_run(args, n, mode) for n in counts}
-        base = counts[0]
+        runs = {base: dict(lone)}
+        runs.update({n: _median(args, partial(_group_run, args, n, mode)) for n in counts if n > base})
         for n, f in runs.items():
             # Each group does the same work at the same replay ratio, so the per-group update rate measures it;
             # group 0's env-step total counts the others' steps only as of the last exchange.
-            f["weak_efficiency"] = f["ups"] / runs[base]["ups"] if runs[base]["ups"] else 0.0
+            f["weak_efficiency"] = f["ups"] / lone["ups"] if lone["ups"] else 0.0
+            ref = independent.get(n, lone)["ups"]
+            f["sync_efficiency"] = f["ups"] / ref if ref else 0.0
         out[mode] = runs
-    return {"steps_per_group": args.group_steps, "runs": out}
+    for n, f in independent.items():
+        f["weak_efficiency"] = f["ups"] / lone["ups"] if lone["ups"] else 0.0
+    return {"steps_per_group": args.group_steps, "runs": out, "independent": independent}
 
 
-def _median_run(args: argparse.Namespace, n: int, sync: str) -> dict[str, float]:
-    """The run with the median env steps/s of `--repeats` runs (two processes on two cores vary by 20% or more
-    from run to run)."""
-    runs = sorted((_group_run(args, n, sync) for _ in range(max(1, args.repeats))), key=lambda f: f["sps"])
+def _median(args: argparse.Namespace, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The run with the median updates/s of `--repeats` runs (a process on one core here varies by 30% or more
+    from run to run, and even within a run)."""
+    runs = sorted((run() for _ in range(max(1, args.repeats))), key=lambda f: f["ups"])
     return runs[len(runs) // 2]
+
+
+def _train_sets(args: argparse.Namespace, root: str, groups: int, sync: str) -> list[str]:
+    sets = [f"roles.groups.count={groups}", f"roles.groups.sync={sync}", f"log.root={root}", "log.interval_s=0.25",
+            f"train.total_env_steps={args.group_steps * groups}", "eval.interval=0", "log.tensorboard=false",
+            "env.num_threads=1", "checkpoint.interval=0", *args.overrides]
+    cmd = [sys.executable, "-m", "jaxrl_dist.train", "--config", args.config, "--exp-name", "g", "--quiet"]
+    for item in sets:
+        cmd += ["--set", item]
+    return cmd
 
 
 def _group_run(args: argparse.Namespace, n: int, sync: str) -> dict[str, float]:
     """One training run with `n` groups; rates between the first metrics line with updates and the last."""
     import tempfile
 
-    from jaxrl_dist.io.metrics import read_metrics
-
     with tempfile.TemporaryDirectory(prefix="jaxrl_groups_") as tmp:
-        sets = [f"roles.groups.count={n}", f"roles.groups.sync={sync}", f"log.root={tmp}", "log.interval_s=0.25",
-                f"train.total_env_steps={args.group_steps * n}", "eval.interval=0", "log.tensorboard=false",
-                "env.num_threads=1", "checkpoint.interval=0", *args.overrides]
-        cmd = ["mpirun", "-n", str(n), "-bind-to", "core", sys.executable, "-m", "jaxrl_dist.train",
-               "--config", args.config, "--exp-name", "g", "--quiet"]
-        for item in sets:
-            cmd += ["--set", item]
+        cmd = ["mpirun", "-n", str(n), "-bind-to", "core", *_train_sets(args, tmp, n, sync)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             raise UserError(f"bench scaling: the {n}-group {sync} run failed: {proc.stderr.strip().splitlines()[-1:]}")
-        rows = [r for r in read_metrics(Path(tmp) / "g" / "metrics.jsonl") if r.get("updates", 0) > 0 and "sps" in r]
+        return _rates(Path(tmp), f"the {n}-group run")
+
+
+def _independent_run(args: argparse.Namespace, n: int) -> dict[str, float]:
+    """`n` single-group runs at once, process i bound to core i (round robin where there are fewer cores): env
+    steps/s summed, updates/s averaged over the runs."""
+    import tempfile
+
+    cores = sorted(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(prefix="jaxrl_groups_") as tmp:
+        roots = [Path(tmp) / str(i) for i in range(n)]
+        procs = [subprocess.Popen(_pinned(_train_sets(args, str(root), 1, "grads"), cores[i % len(cores)]),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for i, root in enumerate(roots)]
+        for proc in procs:
+            try:
+                _, err = proc.communicate(timeout=1800)
+            except subprocess.TimeoutExpired:
+                for p in procs:
+                    p.kill()
+                raise UserError("bench scaling: an independent single-group run took longer than 30 min") from None
+            if proc.returncode != 0:
+                raise UserError(f"bench scaling: an independent single-group run failed: {err.strip().splitlines()[-1:]}")
+        rates = [_rates(root, "an independent single-group run") for root in roots]
+    return {"sps": sum(r["sps"] for r in rates), "ups": sum(r["ups"] for r in rates) / n}
+
+
+def _pinned(cmd: list[str], core: int) -> list[str]:
+    """`cmd` (`python -m module args...`) run bound to `core`: the child binds itself before anything starts (no
+    fork of this multithreaded process with Python code to run, as `preexec_fn` would need)."""
+    python, _, module, *rest = cmd
+    code = (f"import os, runpy, sys; os.sched_setaffinity(0, {{{core}}}); sys.argv = [{module!r}] + sys.argv[1:]; "
+            f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)")
+    return [python, "-c", code, *rest]
+
+
+def _rates(root: Path, what: str) -> dict[str, float]:
+    """Env steps/s and updates/s of the run under `root`, between its second metrics line with updates (the first
+    holds the compiling calls) and its last but one."""
+    from jaxrl_dist.io.metrics import read_metrics
+
+    rows = [r for r in read_metrics(root / "g" / "metrics.jsonl") if r.get("updates", 0) > 0 and "sps" in r]
     if len(rows) < 3:
-        raise UserError(f"bench scaling: the {n}-group run was too short to measure; raise --group-steps")
-    first, last = rows[1], rows[-2]  # skip the line with the first (compiling) calls and the final one
+        raise UserError(f"bench scaling: {what} was too short to measure; raise --group-steps")
+    first, last = rows[1], rows[-2]
     dt = last["wall_s"] - first["wall_s"]
     return {"sps": (last["env_steps"] - first["env_steps"]) / dt, "ups": (last["updates"] - first["updates"]) / dt}
 
