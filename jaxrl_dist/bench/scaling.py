@@ -212,7 +212,7 @@ def _train_sets(args: argparse.Namespace, root: str, groups: int, sync: str) -> 
 
 
 def _group_run(args: argparse.Namespace, n: int, sync: str) -> dict[str, float]:
-    """One training run with `n` groups; rates between the first metrics line with updates and the last."""
+    """One training run with `n` groups, bound one per core by mpirun; its rates (`_rates`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="jaxrl_groups_") as tmp:
@@ -234,15 +234,18 @@ def _independent_run(args: argparse.Namespace, n: int) -> dict[str, float]:
         procs = [subprocess.Popen(_pinned(_train_sets(args, str(root), 1, "grads"), cores[i % len(cores)]),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for i, root in enumerate(roots)]
-        for proc in procs:
-            try:
+        try:
+            for proc in procs:
                 _, err = proc.communicate(timeout=1800)
-            except subprocess.TimeoutExpired:
-                for p in procs:
-                    p.kill()
-                raise UserError("bench scaling: an independent single-group run took longer than 30 min") from None
-            if proc.returncode != 0:
-                raise UserError(f"bench scaling: an independent single-group run failed: {err.strip().splitlines()[-1:]}")
+                if proc.returncode != 0:
+                    raise UserError(f"bench scaling: an independent single-group run failed: "
+                                    f"{err.strip().splitlines()[-1:]}")
+        except subprocess.TimeoutExpired:
+            raise UserError("bench scaling: an independent single-group run took longer than 30 min") from None
+        finally:
+            for proc in procs:  # the others, where one failed or hung
+                proc.kill()
+                proc.wait()
         rates = [_rates(root, "an independent single-group run") for root in roots]
     return {"sps": sum(r["sps"] for r in rates), "ups": sum(r["ups"] for r in rates) / n}
 
