@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from cli_runs import DEFAULT, ROOT, command, run, train, train_cmd, with_env
 
@@ -80,6 +81,20 @@ def test_overlapped_averages_end_identical(tmp_path, target):
         assert last["updates"] == (3000 - 1000) // 2 // 8 * 8
     else:
         assert "solved:" in proc.stdout
+
+
+@needs_mpi
+def test_long_overlapped_intervals_keep_training_finite(tmp_path):
+    """Rounds 1,024 updates apart: each group's Adam moments change a lot between its snapshot and the round's
+    completion, and the applied round must not turn them negative (their square root went NaN, and the loss with
+    it, from the second round on)."""
+    sets = ("roles.groups.count=2", "train.total_env_steps=20000", "train.learning_starts=1000", "eval.interval=0",
+            "roles.groups.sync=params", "roles.groups.overlap=true", "roles.groups.interval=1024")
+    proc = mpirun(2, train_cmd(tmp_path, "long", *sets))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in read_metrics(tmp_path / "long" / "metrics.jsonl") if "train/loss" in r]
+    assert rows and rows[-1]["updates"] >= 3 * 1024  # at least two rounds applied
+    assert all(r["train/loss"] is not None and np.isfinite(r["train/loss"]) for r in rows)
 
 
 @needs_mpi
@@ -226,3 +241,19 @@ def test_print_topology_shows_groups():
                        "--set", "roles.groups.sync=params"))
     assert proc.returncode == 0, proc.stderr
     assert "groups" in proc.stdout and "params" in proc.stdout
+
+
+def test_background_round_keeps_second_moments_non_negative() -> None:
+    """`avg + (cur - snap)` can take a shrinking non-negative leaf (Adam's `nu`) below zero, and its square root to
+    NaN: such a leaf stays at or above the smaller of `avg` and `cur`; a leaf with both signs gets the plain
+    correction."""
+    from jaxrl_dist.distributed.groups import apply_round
+
+    params = (np.array([1.0, -2.0], np.float32), np.array([0.5, -1.0], np.float32), np.array([3.0, -0.5], np.float32))
+    nu = (np.array([1e-4, 2e-4], np.float32), np.array([1e-2, 1e-2], np.float32), np.array([1e-3, 3e-2], np.float32))
+    avg, snap, cur = (np.concatenate([p, n]) for p, n in zip(params, nu))
+    new = apply_round(avg, snap, cur, [2, 2])
+    np.testing.assert_allclose(new[:2], params[0] + params[2] - params[1])  # signed leaf: avg + progress
+    assert (avg[2:] + cur[2:] - snap[2:] < 0).any()  # the plain correction would go negative here
+    np.testing.assert_allclose(new[2:], np.maximum(avg[2:] + cur[2:] - snap[2:], np.minimum(avg[2:], cur[2:])))
+    assert (new[2:] > 0).all()

@@ -259,7 +259,8 @@ class OverlappedAverage:
             while not self.group.MPI.Request.Testall(requests):
                 time.sleep(POLL_S)
         self.pending = None
-        new = recv / self.group.count + (self._floats(state) - snap)
+        sizes = [x.size for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+        new = apply_round(recv / self.group.count, snap, self._floats(state), sizes)
         return self._unravel(state, new.astype(np.float32)), recv_flags
 
     def finish(self, state: Any, steps: int) -> tuple[Any, int]:
@@ -273,6 +274,23 @@ class OverlappedAverage:
             if flags[0] == self.group.count:
                 self.done = True
                 return state, int(flags[1])
+
+
+def apply_round(avg: np.ndarray, snap: np.ndarray, cur: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """A completed background round applied to a group's current float leaves (flattened, leaf by leaf `sizes`):
+    the round's average plus the group's own progress since its snapshot, `avg + (cur - snap)`.
+
+    A leaf that is non-negative in both `avg` and `cur` (a second-moment estimate such as Adam's `nu`) is kept at
+    or above the smaller of the two: the correction alone can take it below zero when it shrank since the
+    snapshot, and the square root of a negative moment is NaN (seen with intervals of 1,024 updates)."""
+    new = avg + (cur - snap)
+    start = 0
+    for size in sizes:
+        seg = slice(start, start + size)
+        if (avg[seg] >= 0).all() and (cur[seg] >= 0).all():
+            np.maximum(new[seg], np.minimum(avg[seg], cur[seg]), out=new[seg])
+        start += size
+    return new
 
 
 class StepCounter(Protocol):
