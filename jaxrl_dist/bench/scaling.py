@@ -231,21 +231,24 @@ def _independent_run(args: argparse.Namespace, n: int) -> dict[str, float]:
     cores = sorted(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="jaxrl_groups_") as tmp:
         roots = [Path(tmp) / str(i) for i in range(n)]
+        logs = [(Path(tmp) / f"{i}.err").open("w+") for i in range(n)]  # files: no pipe fills while another waits
         procs = [subprocess.Popen(_pinned(_train_sets(args, str(root), 1, "grads"), cores[i % len(cores)]),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                 for i, root in enumerate(roots)]
+                                  stdout=subprocess.DEVNULL, stderr=log)
+                 for i, (root, log) in enumerate(zip(roots, logs))]
+        deadline = time.monotonic() + 1800
         try:
-            for proc in procs:
-                _, err = proc.communicate(timeout=1800)
-                if proc.returncode != 0:
+            for proc, log in zip(procs, logs):
+                if proc.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
+                    log.seek(0)
                     raise UserError(f"bench scaling: an independent single-group run failed: "
-                                    f"{err.strip().splitlines()[-1:]}")
+                                    f"{log.read().strip().splitlines()[-1:]}")
         except subprocess.TimeoutExpired:
             raise UserError("bench scaling: an independent single-group run took longer than 30 min") from None
         finally:
-            for proc in procs:  # the others, where one failed or hung
+            for proc, log in zip(procs, logs):  # the others, where one failed or hung
                 proc.kill()
                 proc.wait()
+                log.close()
         rates = [_rates(root, "an independent single-group run") for root in roots]
     return {"sps": sum(r["sps"] for r in rates), "ups": sum(r["ups"] for r in rates) / n}
 

@@ -206,8 +206,9 @@ class OverlappedAverage:
     """`sync: params` with `overlap`: the average of round r runs in the background while the groups train on.
 
     At each sync point a group completes the round it started one interval earlier and applies it as the average
-    plus its own progress since (`avg(snap) + (state - snap)`), then starts the next round with its current state
-    (an mpi4py `Iallreduce` of the host copy of its float leaves, and one of its stop flag and env steps). A group
+    plus its own progress since (`avg(snap) + (state - snap)`, see `apply_round`), then starts the next round with
+    its current state (an mpi4py `Iallreduce` of the host copy of its float leaves, and one of its stop flag and env
+    steps). A group
     waits only for a peer more than one interval behind, so parameters are at most one interval stale, and they are
     identical only after the last round.
 

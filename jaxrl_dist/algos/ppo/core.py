@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Segment, no_reduce
+from jaxrl_dist.algos.base import Algorithm, GradReduce, Segment, entropy_explorer, no_reduce
 from jaxrl_dist.config.schema import Config, PPOConfig
 from jaxrl_dist.envs.spec import EnvSpec
 from jaxrl_dist.networks import make_torso
@@ -249,12 +249,4 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         action = jnp.clip(out.reshape(out.shape[0], *spec.action_shape), low, high)
         return {"action": action, "mean": out, "value": value}
 
-    return Algorithm(
-        init=init,
-        update=update,
-        act=act,
-        eval_act=lambda params, obs: inference(params, obs)["action"],
-        actor_params=lambda state: state.params,
-        exploration=lambda env_steps: 0.0,  # exploration comes from the policy's own entropy
-        inference=inference,
-    )
+    return entropy_explorer(init, update, act, inference, actor_params=lambda state: state.params)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, no_reduce, shard_key
+from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, entropy_explorer, no_reduce, shard_key
 from jaxrl_dist.algos.common import adam
 from jaxrl_dist.config.schema import Config, SACConfig
 from jaxrl_dist.envs.spec import EnvSpec
@@ -175,12 +175,4 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         mean, log_std = pi(params, obs)
         return {"action": to_env(jnp.tanh(mean)), "mean": mean, "log_std": log_std}
 
-    return Algorithm(
-        init=init,
-        update=update,
-        act=act,
-        eval_act=lambda params, obs: inference(params, obs)["action"],
-        actor_params=lambda state: state.actor,
-        exploration=lambda env_steps: 0.0,  # exploration comes from the policy's own entropy
-        inference=inference,
-    )
+    return entropy_explorer(init, update, act, inference, actor_params=lambda state: state.actor)
