@@ -1,12 +1,16 @@
 """One learner call of DQN on a fixed global batch, in one process or as one of N `jax.distributed` processes that
 each feed their share of the batch; process 0 writes the resulting learner state to OUT (.npz).
 
-`python tests/multiprocess_update.py OUT [COORDINATOR N PROCESS_ID]`, run by tests/test_processes.py.
+`python tests/multiprocess_update.py OUT [COORDINATOR N PROCESS_ID]`, run by tests/test_processes.py;
+`mpirun -n N python tests/multiprocess_update.py OUT.npz groups`: the processes are N MPI groups with `sync: grads`
+(each feeds its share of the batch to its own learner devices); group g > 0 writes OUT.g.npz. Run by
+tests/test_groups.py. The learner uses every local device (several with fake CPU devices).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -14,9 +18,18 @@ K, BATCH = 2, 64
 
 
 def main(out: str, coordinator: str | None = None, n: int = 1, pid: int = 0) -> None:
+    from jaxrl_dist.distributed.groups import Group, GroupMean
     from jaxrl_dist.distributed.processes import initialize
 
-    peers = initialize(coordinator, n, pid, False, 60.0) if n > 1 else None
+    peers: Any = None
+    if coordinator == "groups":
+        from mpi4py import MPI
+
+        n = MPI.COMM_WORLD.Get_size()
+        peers = Group(n, 60.0)
+        pid = peers.rank
+    elif n > 1:
+        peers = initialize(coordinator, n, pid, False, 60.0)
     import jax
 
     from jaxrl_dist.algos import Transition, make_algorithm
@@ -24,10 +37,12 @@ def main(out: str, coordinator: str | None = None, n: int = 1, pid: int = 0) -> 
     from jaxrl_dist.distributed import LearnerMesh, fused_update
     from jaxrl_dist.roles.graph import learner_devices, preflight
 
-    cfg = load_config("configs/dqn_cartpole.yaml", [f"replay.batch_size={BATCH}"])
+    cfg = load_config("configs/dqn_cartpole.yaml", [f"replay.batch_size={BATCH}",
+                                                    f"roles.learner.num_devices={jax.local_device_count()}"])
     spec = preflight(cfg)
     placement = LearnerMesh.over(learner_devices(cfg, peers))
-    algo = make_algorithm(spec, cfg, placement.grad_reduce)
+    algo = make_algorithm(spec, cfg, GroupMean(peers, placement.size) if isinstance(peers, Group)
+                          else placement.grad_reduce)
     state = placement.put_replicated(jax.jit(algo.init)(jax.random.PRNGKey(0)))
     rng = np.random.default_rng(7)  # the same global batch in every process
     shape = (K, BATCH)
@@ -40,8 +55,13 @@ def main(out: str, coordinator: str | None = None, n: int = 1, pid: int = 0) -> 
     leaves = jax.tree.leaves(jax.device_get(placement.local(state)))
     if pid == 0:
         np.savez(out, *[np.asarray(x) for x in leaves])
+    elif isinstance(peers, Group):  # every group's state, to check that they are the same
+        np.savez(f"{out[:-len('.npz')]}.{pid}.npz", *[np.asarray(x) for x in leaves])
 
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    main(a[0], *(a[1], int(a[2]), int(a[3])) if len(a) > 1 else ())  # type: ignore[arg-type]
+    if a[1:] == ["groups"]:
+        main(a[0], "groups")
+    else:
+        main(a[0], *(a[1], int(a[2]), int(a[3])) if len(a) > 1 else ())  # type: ignore[arg-type]

@@ -112,11 +112,6 @@ def check_groups(cfg: Config) -> None:
     groups, learner = cfg.roles.groups, cfg.roles.learner
     if groups.count == 1:
         return
-    if learner.num_devices > 1:
-        raise ConfigError(
-            f"config key 'roles.learner.num_devices': value {learner.num_devices} with roles.groups.count="
-            f"{groups.count}; a group's learner runs on one device (allowed: 1), groups give the data parallelism"
-        )
     k = learner.updates_per_call
     if groups.sync == "params" and groups.interval % k:
         raise ConfigError(
@@ -166,11 +161,6 @@ def derive_segments(cfg: Config, threads: int) -> Sizes:
         raise ConfigError(
             f"config key 'train.max_staleness': value {cfg.train.max_staleness} with the on-policy {cfg.algo.name}; "
             f"allowed: 0 (synchronous) or 1 (the actor collects segment k+1 while the learner trains on k)"
-        )
-    if roles.groups.count > 1 and roles.learner.num_devices > 1:
-        raise ConfigError(
-            f"config key 'roles.learner.num_devices': value {roles.learner.num_devices} with roles.groups.count="
-            f"{roles.groups.count}; a group's learner runs on one device (allowed: 1)"
         )
     check = getattr(cfg.algo, "check", None)
     if callable(check):

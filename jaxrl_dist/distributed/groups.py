@@ -4,10 +4,14 @@ by mpi4jax collectives.
 Each group samples its own envs into its own replay and runs its own learner. The learners meet in collectives:
 
 - `sync: grads`: the update averages its gradients over the groups (`GroupMean`, an mpi4jax allreduce inside the
-  jitted update), so every group applies the same step: synchronous data parallelism over groups.
+  jitted update), so every group applies the same step: synchronous data parallelism over groups. A group whose
+  learner spans several local devices first averages over them (`pmean` over the mesh), then its first device
+  alone sums over the groups (a host allreduce from an `io_callback`: mpi4jax's ordered effects are refused in a
+  computation over several devices) and hands the sum to the others (`psum`).
 - `sync: params`: groups update freely and average the floating-point leaves of their learner state every
-  `interval` updates (an mpi4jax allreduce in its own jitted call): parameters never drift more than `interval`
-  updates apart, and are bit-identical after each average.
+  `interval` updates (an mpi4jax allreduce in its own jitted call, on the first learner device's copy, which is
+  then copied to the others): parameters never drift more than `interval` updates apart, and are bit-identical
+  after each average.
 
 An MPI collective has to be entered by every rank the same number of times, in the same order, or the job hangs.
 `GroupSync` keeps that order:
@@ -38,8 +42,10 @@ from typing import Any, Callable, Iterator, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
+from jaxrl_dist.distributed.mesh import DATA_AXIS, AxisMean, LearnerMesh
 from jaxrl_dist.errors import ConfigError
 
 INSTALL_HINT = (
@@ -165,29 +171,57 @@ def open_group(count: int, timeout_s: float) -> Group | None:
 
 
 class GroupMean:
-    """The gradient reduction of `sync: grads`: the mean over the groups, one mpi4jax allreduce per update.
+    """The gradient reduction of `sync: grads`: the mean over the groups, one allreduce per update.
 
     The tree is flattened into one vector first: one collective per update instead of one per leaf.
-    `fold_in_shard(key)` gives each group its own noise (see `jaxrl_dist.algos.base.shard_key`).
+
+    - One learner device per group: an mpi4jax allreduce inside the jitted update.
+    - `shards` > 1 (the group's learner is a `data` mesh; the update runs under `shard_map`): the mean over the
+      group's own devices (`pmean`), then the sum over the groups on the first device only, by a host allreduce
+      called back from the computation, then a `psum` that gives the first device's sum to every device (the
+      others add zeros, so every device holds the same bits). One collective per group and update, made by one
+      device: MPI requires every group to enter the same collectives in the same order, which concurrent calls
+      from several devices would not keep.
+
+    `fold_in_shard(key)` gives each group (and each of its devices) its own noise (see
+    `jaxrl_dist.algos.base.shard_key`).
     """
 
-    def __init__(self, group: Group) -> None:
-        self.comm, self.count, self.rank = group.device_comm, group.count, group.rank
-        self.SUM = group.MPI.SUM
+    def __init__(self, group: Group, shards: int = 1) -> None:
+        self.group, self.comm, self.count, self.rank = group, group.device_comm, group.count, group.rank
+        self.shards, self.SUM = shards, group.MPI.SUM
 
     def __call__(self, tree: Any) -> Any:
-        import mpi4jax
-
         flat, unravel = ravel_pytree(tree)
-        return unravel(mpi4jax.allreduce(flat, op=self.SUM, comm=self.comm) / self.count)
+        if self.shards == 1:
+            import mpi4jax
+
+            return unravel(mpi4jax.allreduce(flat, op=self.SUM, comm=self.comm) / self.count)
+        flat = jax.lax.pmean(flat, DATA_AXIS)
+        spec = jax.ShapeDtypeStruct(flat.shape, flat.dtype)
+        first = jax.lax.axis_index(DATA_AXIS) == 0
+        total = jax.lax.cond(first, lambda x: io_callback(self._host_sum, spec, x), jnp.zeros_like, flat)
+        return unravel(jax.lax.psum(total, DATA_AXIS) / self.count)
+
+    def _host_sum(self, flat: np.ndarray) -> np.ndarray:
+        """The sum of the groups' vectors (called from the first device, under `GroupSync.call`'s watchdog). It
+        polls with short sleeps, as `Group.host_sum` does."""
+        send = np.ascontiguousarray(flat)
+        recv = np.empty_like(send)
+        request = self.comm.Iallreduce(send, recv, op=self.SUM)
+        while not request.Test():
+            time.sleep(POLL_S)
+        return recv
 
     def fold_in_shard(self, key: jax.Array) -> jax.Array:
-        return jax.random.fold_in(key, self.rank)
+        key = jax.random.fold_in(key, self.rank)
+        return key if self.shards == 1 else AxisMean.fold_in_shard(key)
 
 
-def average_state(group: Group) -> Callable[[Any], Any]:
+def average_state(group: Group, placement: LearnerMesh | None = None) -> Callable[[Any], Any]:
     """A jitted `state -> state` whose floating-point leaves are averaged over the groups (one allreduce); integer
-    leaves (counters, RNG keys) stay as they are."""
+    leaves (counters, RNG keys) stay as they are. With a learner `placement` of several devices the average is
+    taken on the first device's copy and copied to the others (an mpi4jax call runs on one device only)."""
     import mpi4jax
 
     def average(state: Any) -> Any:
@@ -199,7 +233,14 @@ def average_state(group: Group) -> Callable[[Any], Any]:
             leaves[i] = x
         return jax.tree.unflatten(treedef, leaves)
 
-    return jax.jit(average)
+    one = jax.jit(average)
+    if placement is None or placement.size == 1:
+        return one
+
+    def on_first_device(state: Any) -> Any:
+        return placement.put_replicated(one(jax.tree.map(lambda x: x.addressable_data(0), state)))
+
+    return on_first_device
 
 
 class OverlappedAverage:
@@ -314,16 +355,18 @@ class GroupSync:
         stop_event: the run's stop flag: read as this group's wish to stop, set when another group stops.
         steps: this group's env-step counter; each exchange sends its `env_steps` and sets its `peer_steps` to the
             other groups' total.
+        overlap: `sync: params` averages in the background (`OverlappedAverage`).
+        placement: the group's learner devices (None: one device).
     """
 
     def __init__(self, group: Peers, sync: str, interval: int, target_updates: int, stop_event: threading.Event,
-                 steps: StepCounter, overlap: bool = False) -> None:
+                 steps: StepCounter, overlap: bool = False, placement: LearnerMesh | None = None) -> None:
         self.group, self.sync, self.interval, self.target = group, sync, interval, target_updates
         self.stop_event, self.steps = stop_event, steps
         self.stopped = False  # a group raised the stop flag, and every group has seen it
         self.identical: bool | None = None  # set at the end: whether every group holds the same learner state
         mpi_params = sync == "params" and isinstance(group, Group)
-        self._average = average_state(group) if isinstance(group, Group) and mpi_params and not overlap else None
+        self._average = average_state(group, placement) if isinstance(group, Group) and mpi_params and not overlap else None
         self._overlap = OverlappedAverage(group) if isinstance(group, Group) and mpi_params and overlap else None
 
     def exchange(self, stop: bool) -> bool:

@@ -280,7 +280,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     check_fit(cfg, spec)
     # The learner's update reduces its gradients over its devices, or over the groups (sync: grads).
     mpi_grads = isinstance(group, Group) and cfg.roles.groups.sync == "grads"
-    algo = make_algorithm(spec, cfg, GroupMean(group) if isinstance(group, Group) and mpi_grads
+    algo = make_algorithm(spec, cfg, GroupMean(group, placement.size) if isinstance(group, Group) and mpi_grads
                           else placement.grad_reduce)
     if resolve_algorithm(cfg.algo.name).data == "segments":  # on-policy: no groups (derive), its own wiring
         return build_segment_graph(cfg, sizes, spec, algo, envs, state, keys, counters, actor_device, placement,
@@ -312,7 +312,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         limiter.max_updates = target
         g = cfg.roles.groups
         mode = g.sync if isinstance(group, Group) else "grads"  # one mesh: every call is a collective
-        sync = GroupSync(group, mode, g.interval, target, lifetime.stop_event, limiter, g.overlap)
+        sync = GroupSync(group, mode, g.interval, target, lifetime.stop_event, limiter, g.overlap, placement)
     sampler_rng = np.random.default_rng([seed, 2] if group is None else [seed, 2, rank])
 
     def sample() -> Any:  # a Transition, or a PrioritizedBatch whose beta follows the env steps
@@ -361,7 +361,7 @@ def build_segment_graph(cfg: Config, sizes: Sizes, spec: EnvSpec, algo: Algorith
     if group is not None:
         mode = cfg.roles.groups.sync if isinstance(group, Group) else "grads"
         sync = GroupSync(group, mode, cfg.roles.groups.interval, 2**62, lifetime.stop_event, limiter,
-                         cfg.roles.groups.overlap)
+                         cfg.roles.groups.overlap, placement)
     learner = Learner(algo, zero_state, 1, store, limiter, placement, sync)
     length = cfg.algo.segment_length  # type: ignore[attr-defined]  # a segments algorithm's config has it
     obs = jax.ShapeDtypeStruct((cfg.env.num_envs, *spec.obs_shape), spec.obs_dtype)
