@@ -292,3 +292,27 @@ def test_background_round_keeps_second_moments_non_negative() -> None:
     assert (avg[2:] + cur[2:] - snap[2:] < 0).any()  # the plain correction would go negative here
     np.testing.assert_allclose(new[2:], np.maximum(avg[2:] + cur[2:] - snap[2:], np.minimum(avg[2:], cur[2:])))
     assert (new[2:] > 0).all()
+
+
+def test_overlap_warmup_compiles_what_the_rounds_call() -> None:
+    """`OverlappedAverage.warmup` compiles the host round trip with the argument types a round uses (a numpy float32
+    vector for `_unravel`), so that no round compiles during training."""
+    from types import SimpleNamespace
+
+    import jax
+
+    from jaxrl_dist.algos import make_algorithm
+    from jaxrl_dist.algos.base import no_reduce
+    from jaxrl_dist.config import load_config
+    from jaxrl_dist.distributed.groups import OverlappedAverage, apply_round
+    from jaxrl_dist.roles.graph import preflight
+
+    cfg = load_config(DEFAULT, [])
+    state = jax.jit(make_algorithm(preflight(cfg), cfg, no_reduce).init)(jax.random.PRNGKey(0))
+    o = OverlappedAverage(SimpleNamespace(overlap_comm=None, MPI=SimpleNamespace(SUM=None)))  # no round is posted
+    o.warmup(state)
+    sizes = (OverlappedAverage._ravel._cache_size(), OverlappedAverage._unravel._cache_size())
+    flat = o._floats(state)  # what `complete` does with a finished round
+    leaves = [x.size for x in jax.tree.leaves(state) if np.issubdtype(x.dtype, np.floating)]
+    jax.block_until_ready(o._unravel(state, apply_round(flat, flat, flat, leaves).astype(np.float32)))
+    assert (OverlappedAverage._ravel._cache_size(), OverlappedAverage._unravel._cache_size()) == sizes

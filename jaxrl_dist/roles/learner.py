@@ -85,9 +85,11 @@ class Learner:
 
     def warmup(self, batches: Any) -> None:
         """Compiles the update on a batch of the right shapes (result discarded), while actors fill the replay.
-        With groups every group warms up once, so its gradient allreduce is matched."""
+        With groups every group warms up once, so its gradient allreduce is matched, and so is the parameter
+        average that `GroupSync.warmup` compiles."""
         if self.sync is not None:
             self.sync.call(self._update, self.state, batches)
+            self.sync.warmup(self.state)
         else:
             jax.block_until_ready(self._update(self.state, batches))
 
