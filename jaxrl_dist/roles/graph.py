@@ -13,7 +13,8 @@ import numpy as np
 from jaxrl_dist.algos import Algorithm, make_algorithm, resolve_algorithm
 from jaxrl_dist.config import Config, Sizes, derive
 from jaxrl_dist.distributed import LearnerMesh
-from jaxrl_dist.distributed.groups import Group, GroupMean, GroupSync, Peers
+from jaxrl_dist.distributed.group_sync import GroupSync
+from jaxrl_dist.distributed.groups import Group, GroupMean, Peers
 from jaxrl_dist.envs import EnvSpec, VecEnv, make_env
 from jaxrl_dist.envs.vector import resolve_backend
 from jaxrl_dist.errors import ConfigError

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jax
 
 from jaxrl_dist.algos.base import Algorithm
-from jaxrl_dist.distributed.groups import GroupSync
+from jaxrl_dist.distributed.group_sync import GroupSync
 from jaxrl_dist.distributed.mesh import LearnerMesh, fused_update
 from jaxrl_dist.replay.feedback import PRIORITY, fused_with_priorities
 from jaxrl_dist.replay.prefetch import Prefetcher
