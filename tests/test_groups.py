@@ -163,14 +163,20 @@ def test_ppo_in_groups(tmp_path, sync, devices):
 
 
 @needs_mpi
-def test_sac_in_groups(tmp_path):
-    """SAC's per-update noise is folded with the group (shard_key), its gradients averaged over the groups."""
-    proc = mpirun(2, train_cmd(tmp_path, "sac", "roles.groups.count=2", "train.total_env_steps=4000",
-                               "train.learning_starts=1000", "eval.interval=0",
-                               config=ROOT / "configs" / "sac_pendulum.yaml"))
+@pytest.mark.parametrize("devices", [1, 2])
+def test_sac_in_groups(tmp_path, devices):
+    """SAC's per-update noise is folded with the group (shard_key), its gradients averaged over the groups; with 2
+    learner devices per group its three reductions per update (critic, actor, temperature) are three host
+    allreduces, met in the same order by both groups."""
+    proc = run(["mpirun", "-n", "2", *train_cmd(tmp_path, "sac", "roles.groups.count=2", "train.total_env_steps=4000",
+                                                "train.learning_starts=1000", "eval.interval=0",
+                                                f"roles.learner.num_devices={devices}",
+                                                config=ROOT / "configs" / "sac_pendulum.yaml")],
+               timeout=300, env=fake_devices(3))
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = final(tmp_path / "sac")
     assert last["groups/identical_state"] == 1.0 and last["updates"] > 0
+    assert np.isfinite(last["train/critic_loss"])
 
 
 @needs_mpi
@@ -316,3 +322,17 @@ def test_overlap_warmup_compiles_what_the_rounds_call() -> None:
     leaves = [x.size for x in jax.tree.leaves(state) if np.issubdtype(x.dtype, np.floating)]
     jax.block_until_ready(o._unravel(state, apply_round(flat, flat, flat, leaves).astype(np.float32)))
     assert (OverlappedAverage._ravel._cache_size(), OverlappedAverage._unravel._cache_size()) == sizes
+
+
+def test_cpu_collective_limit_is_raised_above_the_groups_timeout(monkeypatch) -> None:
+    """XLA:CPU kills a process whose devices wait 60 s in a collective; with a group's learner on several CPU devices
+    they wait there while the first device waits for the other groups, so the limit goes above `timeout_s` (and a
+    value the user set is kept)."""
+    from jaxrl_dist.distributed.groups import CPU_COLLECTIVE_LIMIT_FLAG, raise_cpu_collective_limit
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    raise_cpu_collective_limit(300.0)
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=3 {CPU_COLLECTIVE_LIMIT_FLAG}=360"
+    monkeypatch.setenv("XLA_FLAGS", f"{CPU_COLLECTIVE_LIMIT_FLAG}=30")
+    raise_cpu_collective_limit(300.0)
+    assert os.environ["XLA_FLAGS"] == f"{CPU_COLLECTIVE_LIMIT_FLAG}=30"

@@ -49,6 +49,11 @@ class GroupSync:
         self._average = average_state(group, placement) if isinstance(group, Group) and mpi_params and not overlap else None
         self._overlap = OverlappedAverage(group) if isinstance(group, Group) and mpi_params and overlap else None
 
+    def meet(self, what: str) -> None:
+        """Waits until every group is here (a host exchange, under the watchdog): before the first device
+        collective, so that no group's devices wait there for a peer that is still starting up."""
+        self.group.agree(True, what)
+
     def warmup(self, state: Any) -> None:
         """Compiles the sync point's own calls before training, results discarded (called once by every group, with
         the learner's warm-up, so that a blocking average's collective is matched): the first average then does

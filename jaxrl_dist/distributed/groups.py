@@ -161,12 +161,27 @@ def open_group(count: int, timeout_s: float) -> Group | None:
         raise ConfigError(f"config key 'roles.groups.count': value {count} needs MPI, and {e.name} is not "
                           f"installed: {INSTALL_HINT}") from None
     size = MPI.COMM_WORLD.Get_size()
+    raise_cpu_collective_limit(timeout_s)
     if size != count:
         raise ConfigError(
             f"config key 'roles.groups.count': value {count}, but this process is one of {size} MPI process(es); "
             f"launch one process per group: mpirun -n {count} python -m jaxrl_dist.train ... (or srun -n {count})"
         )
     return Group(count, timeout_s)
+
+
+CPU_COLLECTIVE_LIMIT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+
+
+def raise_cpu_collective_limit(timeout_s: float) -> None:
+    """Raises XLA:CPU's own limit on a collective between a process's devices (60 s here, then it kills the process)
+    above `timeout_s`, so that a hung peer ends the job through the watchdog's message instead. With a learner on
+    several CPU devices, the other devices wait in a `psum` while the first waits for the other groups
+    (`GroupMean`). XLA reads the flag when its CPU backend starts, which has not happened when groups open; a value
+    already in XLA_FLAGS is kept."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_COLLECTIVE_LIMIT_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_COLLECTIVE_LIMIT_FLAG}={int(timeout_s) + 60}".strip()
 
 
 class GroupMean:
@@ -181,6 +196,11 @@ class GroupMean:
       others add zeros, so every device holds the same bits). One collective per group and update, made by one
       device: MPI requires every group to enter the same collectives in the same order, which concurrent calls
       from several devices would not keep.
+
+    An update that reduces several trees (SAC: critic, actor, temperature) makes one host allreduce for each, in
+    the order XLA schedules them: the same in every group, which compiles the same program, though not necessarily
+    the order of the source. Vectors of different sizes met in the wrong order would be an MPI error, not a silent
+    mix.
 
     `fold_in_shard(key)` gives each group (and each of its devices) its own noise (see
     `jaxrl_dist.algos.base.shard_key`).

@@ -152,7 +152,7 @@ def fused_update(update: Callable[[Any, Any], tuple[Any, Any]], placement: Learn
 
     def one_at_a_time(state: Any, batches: Any) -> tuple[Any, Any]:
         # XLA:CPU runs each (fake) device's part on a shared thread pool; with several calls in flight their
-        # all-reduces can take every thread and wait for each other until XLA aborts the process (a 40 s rendezvous
+        # all-reduces can take every thread and wait for each other until XLA aborts the process (a 60 s rendezvous
         # timeout). One call in flight at a time avoids it; on CPU the overlap it costs is small.
         return jax.block_until_ready(sharded(state, batches))
 

@@ -88,6 +88,7 @@ class Learner:
         With groups every group warms up once, so its gradient allreduce is matched, and so is the parameter
         average that `GroupSync.warmup` compiles."""
         if self.sync is not None:
+            self.sync.meet("start-up of the groups")
             self.sync.call(self._update, self.state, batches)
             self.sync.warmup(self.state)
         else:
