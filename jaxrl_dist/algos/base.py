@@ -123,14 +123,15 @@ class Algorithm(NamedTuple):
     inference: Callable[[Any, jax.Array], dict[str, jax.Array]]
 
 
-
 def entropy_explorer(init: Callable[[jax.Array], Any], update: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
-                     act: Callable[..., tuple[Any, jax.Array]], inference: Callable[[Any, jax.Array], dict[str, jax.Array]],
+                     act: Callable[..., tuple[Any, jax.Array]],
+                     inference: Callable[[Any, jax.Array], dict[str, jax.Array]],
                      actor_params: Callable[[Any], Any]) -> Algorithm:
     """The `Algorithm` of one whose exploration is its policy's own entropy (SAC, PPO): no exploration schedule, and
     the deterministic policy is `inference`'s action."""
     return Algorithm(init=init, update=update, act=act, eval_act=lambda params, obs: inference(params, obs)["action"],
                      actor_params=actor_params, exploration=lambda env_steps: 0.0, inference=inference)
+
 
 @dataclasses.dataclass(frozen=True)
 class AlgorithmDef:

@@ -45,9 +45,9 @@ class GroupSync:
         self.stop_event, self.steps = stop_event, steps
         self.stopped = False  # a group raised the stop flag, and every group has seen it
         self.identical: bool | None = None  # set at the end: whether every group holds the same learner state
-        mpi_params = sync == "params" and isinstance(group, Group)
-        self._average = average_state(group, placement) if isinstance(group, Group) and mpi_params and not overlap else None
-        self._overlap = OverlappedAverage(group) if isinstance(group, Group) and mpi_params and overlap else None
+        averaging = group if sync == "params" and isinstance(group, Group) else None  # MPI groups averaging states
+        self._average = average_state(averaging, placement) if averaging is not None and not overlap else None
+        self._overlap = OverlappedAverage(averaging) if averaging is not None and overlap else None
 
     def meet(self, what: str) -> None:
         """Waits until every group is here (a host exchange, under the watchdog): before the first device

@@ -207,7 +207,7 @@ class GroupMean:
     """
 
     def __init__(self, group: Group, shards: int = 1) -> None:
-        self.group, self.comm, self.count, self.rank = group, group.device_comm, group.count, group.rank
+        self.comm, self.count, self.rank = group.device_comm, group.count, group.rank
         self.shards, self.SUM = shards, group.MPI.SUM
 
     def __call__(self, tree: Any) -> Any:
@@ -268,9 +268,8 @@ class OverlappedAverage:
     At each sync point a group completes the round it started one interval earlier and applies it as the average
     plus its own progress since (`avg(snap) + (state - snap)`, see `apply_round`), then starts the next round with
     its current state (an mpi4py `Iallreduce` of the host copy of its float leaves, and one of its stop flag and env
-    steps). A group
-    waits only for a peer more than one interval behind, so parameters are at most one interval stale, and they are
-    identical only after the last round.
+    steps). A group waits only for a peer more than one interval behind, so parameters are at most one interval
+    stale, and they are identical only after the last round.
 
     Ending: a group that stops (its own stop, a peer's flag seen in a completed round, or the last update) enters
     `finish`: it posts rounds with its flag up until a round completes in which every group's flag is up, and takes

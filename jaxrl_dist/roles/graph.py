@@ -280,10 +280,11 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     spec = envs[0].spec
     check_fit(cfg, spec)
     # The learner's update reduces its gradients over its devices, or over the groups (sync: grads).
-    mpi_grads = isinstance(group, Group) and cfg.roles.groups.sync == "grads"
-    algo = make_algorithm(spec, cfg, GroupMean(group, placement.size) if isinstance(group, Group) and mpi_grads
-                          else placement.grad_reduce)
-    if resolve_algorithm(cfg.algo.name).data == "segments":  # on-policy: no groups (derive), its own wiring
+    reduce = placement.grad_reduce
+    if isinstance(group, Group) and cfg.roles.groups.sync == "grads":
+        reduce = GroupMean(group, placement.size)
+    algo = make_algorithm(spec, cfg, reduce)
+    if resolve_algorithm(cfg.algo.name).data == "segments":  # on-policy: segments straight to the learner
         return build_segment_graph(cfg, sizes, spec, algo, envs, state, keys, counters, actor_device, placement,
                                    group)
     root = jax.random.PRNGKey(seed)

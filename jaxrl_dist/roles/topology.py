@@ -49,15 +49,16 @@ def describe(cfg: Config) -> str:
         f"env steps); learning starts after {cfg.train.learning_starts} env steps",
     ]
     if groups.count > 1:
-        how = ("mpi4jax allreduce" if shards == 1 else
-               f"pmean over the group's {shards} devices, then one host allreduce from its first device")
-        sync = (f"gradients averaged in every update ({how}): global batch {groups.count} x {batch}"
-                if groups.sync == "grads" else
-                f"learner states averaged every {groups.interval} updates ("
-                + ("host allreduce in the background, applied one interval later" if groups.overlap else
-                   "mpi4jax allreduce" if shards == 1 else
-                   f"mpi4jax allreduce of the first device's copy, copied to the group's {shards} devices")
-                + "), free in between")
+        if groups.sync == "grads":
+            how = ("mpi4jax allreduce" if shards == 1 else
+                   f"pmean over the group's {shards} devices, then one host allreduce from its first device")
+            sync = f"gradients averaged in every update ({how}): global batch {groups.count} x {batch}"
+        else:
+            how = "mpi4jax allreduce" if shards == 1 else (
+                f"mpi4jax allreduce of the first device's copy, copied to the group's {shards} devices")
+            if groups.overlap:
+                how = "host allreduce in the background, applied one interval later"
+            sync = f"learner states averaged every {groups.interval} updates ({how}), free in between"
         lines.append(f"  groups     {groups.count} x (actors + replay + learner), {sizes.group_env_steps} env steps "
                      f"each; {groups.sync}: {sync}; group 0 evaluates and writes; collectives time out after "
                      f"{groups.timeout_s:g} s")
