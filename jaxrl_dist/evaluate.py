@@ -63,20 +63,19 @@ def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = No
     Raises:
         UserError: The device does not exist, or the env cannot be built here.
     """
-    from jaxrl_dist.config import derive
+    from jaxrl_dist.config import eval_seed
     from jaxrl_dist.io.video import recorder
     from jaxrl_dist.roles.graph import attach_video, configure_runtime, make_evaluator
     from jaxrl_dist.io.experiment import VIDEO_DIR
 
     configure_runtime()
     cfg = policy.cfg
-    sizes = derive(cfg)
     episodes = episodes or cfg.eval.episodes
-    seed = sizes.eval_seed if env_seed is None else env_seed
-    evaluator = make_evaluator(cfg, sizes, policy.spec, policy.algo, episodes, seed, device=device)
+    seed = eval_seed(cfg) if env_seed is None else env_seed
+    evaluator = make_evaluator(cfg, policy.spec, policy.algo, episodes, seed, device=device)
     if video:
         start = recorder(policy.experiment / VIDEO_DIR, cfg.eval.video_fps, prefix="offline_")
-        attach_video(evaluator, cfg, sizes, start, log, seed=seed)
+        attach_video(evaluator, cfg, seed, start, log)
     log(f"evaluating step {policy.step} of {policy.experiment}: {episodes} episodes of {cfg.env.id} (env seed {seed})")
     out = evaluator.run(policy.params, video_step=policy.step if video else None)
     assert out is not None  # it has no stop event, so it runs to the end

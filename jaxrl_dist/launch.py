@@ -19,12 +19,13 @@ import sys
 from pathlib import Path
 
 from jaxrl_dist.errors import UserError
-from jaxrl_dist.slurm.script import MANIFEST_FILE, SCRIPT_FILE, JobSpec, manifest, render
+from jaxrl_dist.slurm.script import MANIFEST_FILE, SCRIPT_FILE, JobSpec, check_line, manifest, render
 from jaxrl_dist.slurm.sweep import check_sweeps, expand, parse_seeds, parse_sweep
 
 SBATCH_TIMEOUT_S = 60.0
 MPI_TYPES = ("pmi2", "pmix")  # srun --mpi= values that start MPI ranks; `srun --mpi=list` shows a cluster's
-_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")  # Slurm's forms: MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
+_TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}")  # Slurm's forms: MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]
+_FLAGS = {"sets": "--set"}  # argparse destinations that are not their flag's name
 
 
 class LaunchError(UserError):
@@ -65,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--signal-margin", type=_positive, default=180, metavar="SECONDS",
                    help="send SIGUSR1 this long before the time limit: checkpoint and requeue (default 180)")
     s.add_argument("--sbatch-arg", action="append", default=[], metavar="OPTION",
-                   help="an extra sbatch option, e.g. --sbatch-arg=--cpus-per-task=8 (repeatable)")
+                   help="an extra sbatch option, one argument, e.g. --sbatch-arg=--cpus-per-task=8 (repeatable)")
     s.add_argument("--python", default=sys.executable, help="interpreter the tasks run (default: this one)")
     s.add_argument("--dry-run", action="store_true", help="write and print the script, do not submit it")
     return p.parse_args(argv)
@@ -82,15 +83,30 @@ def _time_seconds(text: str) -> int:
     return sum(a * b for a, b in zip(parts, mult))
 
 
+def check_one_line(args: argparse.Namespace) -> None:
+    """Every value on the command line is copied into the script's header, so none may hold a control character.
+
+    Raises:
+        ScriptError: The first such value, named by its flag (`--set 'log.root=...'`).
+    """
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                check_line(_FLAGS.get(dest, "--" + dest.replace("_", "-")), text)
+
+
 def check_allocation(args: argparse.Namespace) -> None:
     """Options that contradict each other or Slurm's syntax, as one-line errors.
 
     Raises:
         LaunchError: A bad `--time`, a signal margin past the time limit, more nodes than groups, a `--python` that
-            is not executable.
+            is not executable, an `--sbatch-arg` that is not an option.
     """
+    for option in args.sbatch_arg:
+        if not option.startswith("-"):
+            raise LaunchError(f"--sbatch-arg '{option}': expected one sbatch option, e.g. --cpus-per-task=8")
     if args.time is not None:
-        if not _TIME.match(args.time):
+        if not _TIME.fullmatch(args.time):
             raise LaunchError(f"--time '{args.time}': expected HH:MM:SS, MM, MM:SS or D-HH:MM:SS")
         if args.signal_margin >= _time_seconds(args.time):
             raise LaunchError(f"--signal-margin {args.signal_margin} is not shorter than --time {args.time}; "
@@ -112,11 +128,13 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     """Parses the sweep and loads every combination's config, so a bad key or value fails before anything exists.
 
     Raises:
-        UserError: A bad seed list, sweep, option, config key or value (ConfigError names the key).
+        UserError: A bad seed list, sweep, option, config key or value (ConfigError names the key), or a value with
+            a control character (ScriptError).
     """
     from jaxrl_dist.config import load_config
     from jaxrl_dist.io import resolve_experiment_dir
 
+    check_one_line(args)
     check_allocation(args)
     sweeps = [parse_sweep(text) for text in args.sweep]
     check_sweeps(sweeps, args.sets)
@@ -136,16 +154,22 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     return JobSpec(
         name=name, exp_dir=exp_dir, config=Path(args.config).resolve(), workdir=Path.cwd(),
         python=shutil.which(args.python) or args.python, combos=tuple(combos), sets=tuple(args.sets),
-        nodes=args.nodes, groups=args.groups, processes=args.processes, gpus_per_node=args.gpus_per_node, partition=args.partition,
-        time=args.time, signal_margin_s=args.signal_margin, sbatch_args=tuple(args.sbatch_arg), mpi=args.mpi,
+        nodes=args.nodes, groups=args.groups, processes=args.processes, gpus_per_node=args.gpus_per_node,
+        partition=args.partition, time=args.time, signal_margin_s=args.signal_margin,
+        sbatch_args=tuple(args.sbatch_arg), mpi=args.mpi,
     )
 
 
 def write_job(spec: JobSpec, command_line: str) -> Path:
-    """Writes the script and manifest into `<exp>/slurm/`; returns the script's path."""
+    """Writes the script and manifest into `<exp>/slurm/`; returns the script's path.
+
+    Raises:
+        ScriptError: A value the script cannot hold; nothing is written then.
+    """
+    text = render(spec, command_line)
     spec.slurm_dir.mkdir(parents=True, exist_ok=True)
     script = spec.slurm_dir / SCRIPT_FILE
-    script.write_text(render(spec, command_line))
+    script.write_text(text)
     script.chmod(0o755)
     (spec.slurm_dir / MANIFEST_FILE).write_text(json.dumps(manifest(spec, command_line), indent=2) + "\n")
     return script

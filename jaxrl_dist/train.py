@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 if TYPE_CHECKING:
     from jaxrl_dist.config import Config
-    from jaxrl_dist.distributed.groups import Peers
+    from jaxrl_dist.distributed.peers import Peers
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         exp_dir = resolve_experiment_dir(cfg.log.root, name)
         if args.resume:
             _check_resume_config(exp_dir, cfg, args.config)
-        from jaxrl_dist.roles.graph import preflight
+        from jaxrl_dist.roles.graph import prepare
 
-        preflight(cfg)  # bad env ids and devices fail here, before the experiment directory exists
+        setup = prepare(cfg, group)  # bad env ids, devices and sizes fail here, before the experiment directory exists
         export_formats = _export_formats(args.export)  # a missing ONNX / TF runtime fails before training
         if lead:
             exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if lead:
         print(f"experiment: {exp_dir}" + (f" ({group.count} {group.plural})" if group else ""), flush=True)
     try:
-        result = train(cfg, exp_dir, resume=args.resume, start_time=START_TIME, group=group)
+        result = train(cfg, exp_dir, resume=args.resume, start_time=START_TIME, group=group, setup=setup)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         if group is not None:

@@ -35,12 +35,13 @@ def main(out: str, coordinator: str | None = None, n: int = 1, pid: int = 0) -> 
     from jaxrl_dist.algos import Transition, make_algorithm
     from jaxrl_dist.config import load_config
     from jaxrl_dist.distributed import LearnerMesh, fused_update
-    from jaxrl_dist.roles.graph import learner_devices, preflight
+    from jaxrl_dist.roles.graph import prepare
 
     cfg = load_config("configs/dqn_cartpole.yaml", [f"replay.batch_size={BATCH}",
                                                     f"roles.learner.num_devices={jax.local_device_count()}"])
-    spec = preflight(cfg)
-    placement = LearnerMesh.over(learner_devices(cfg, peers))
+    setup = prepare(cfg, peers)
+    spec = setup.spec
+    placement = LearnerMesh.over(setup.devices.learner)
     algo = make_algorithm(spec, cfg, GroupMean(peers, placement.size) if isinstance(peers, Group)
                           else placement.grad_reduce)
     state = placement.put_replicated(jax.jit(algo.init)(jax.random.PRNGKey(0)))

@@ -14,7 +14,6 @@ from jaxrl_dist.errors import ConfigError
 from jaxrl_dist.replay.buffer import Partition, ReplayBuffer
 from jaxrl_dist.replay.frames import FramePartition, FrameWriter, frame_capacity
 from jaxrl_dist.replay.nstep import NStepWriter
-from jaxrl_dist.roles.graph import build_graph
 
 
 class Pair:
@@ -154,6 +153,8 @@ def test_bytes_per_transition_pong() -> None:
 
 
 def test_frame_dedup_needs_frame_stacks() -> None:
+    from jaxrl_dist.roles.graph import build_graph  # here: other test modules import Pair without the system
+
     cfg = build({"replay": {"frame_dedup": True}, "roles": {"mode": "serial"}})
     with pytest.raises(ConfigError, match="replay.frame_dedup.*uint8 frame stacks"):
         build_graph(cfg)

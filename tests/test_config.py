@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxrl_dist.config import derive, load_config
+from jaxrl_dist.config import load_config, plan
 from jaxrl_dist.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_missing_file_and_bad_suffix(tmp_path: Path) -> None:
 
 def test_derived_sizes(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "env:\n  num_envs: 8\n  batch_size: 4\nalgo:\n  n_step: 3\n"))
-    sizes = derive(cfg)
+    sizes = plan(cfg)
     assert sizes.env_batch == 4 and sizes.write_margin == 12
     assert sizes.ratio_slack >= cfg.roles.learner.updates_per_call / cfg.train.replay_ratio
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrl_dist.algos.base import Transition
+from jaxrl_dist.algos import BuildContext
 from jaxrl_dist.algos.dqn import make, td_loss
 from jaxrl_dist.config import build
 from jaxrl_dist.envs import EnvSpec
@@ -49,7 +50,7 @@ def test_updates_fit_constant_value(dueling: bool, target_update: str) -> None:
     """Reward 1, discount 0.5, one state: Q converges to 1 / (1 - 0.5) = 2 for the taken action."""
     cfg = build({"algo": {"lr": 3e-3, "target_update": target_update, "target_period": 20, "tau": 0.05},
                  "network": {"hidden": [32], "dueling": dueling}})
-    algo = make(spec(), cfg)
+    algo = make(spec(), cfg.algo, BuildContext(cfg.network))
     state = algo.init(jax.random.PRNGKey(0))
     obs = np.ones((32, 2), np.float32)
     b = Transition(obs, np.zeros(32, np.int32), np.ones(32, np.float32), np.full(32, 0.5, np.float32), obs)
@@ -64,7 +65,7 @@ def test_updates_fit_constant_value(dueling: bool, target_update: str) -> None:
 
 def test_act_explores_and_eval_is_greedy() -> None:
     cfg = build({"network": {"hidden": [8]}})
-    algo = make(spec(actions=3), cfg)
+    algo = make(spec(actions=3), cfg.algo, BuildContext(cfg.network))
     state = algo.init(jax.random.PRNGKey(1))
     obs = np.random.default_rng(0).normal(size=(256, 2)).astype(np.float32)
     greedy = np.asarray(algo.eval_act(state.params, obs))

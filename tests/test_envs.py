@@ -43,7 +43,8 @@ def per_env_rows(batches: list[StepBatch]) -> dict[int, list[dict[str, Any]]]:
     rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for batch in batches:
         for k, i in enumerate(batch.env_ids.tolist()):
-            rows[i].append({f: getattr(batch, f)[k] for f in ("reward", "terminated", "truncated", "first")})
+            rows[i].append({f: getattr(batch, f)[k] for f in ("reward", "terminated", "truncated", "first", "score",
+                                                               "game_over")})
     return rows
 
 
@@ -55,10 +56,11 @@ def check_semantics(env: VecEnv, batches: list[StepBatch], max_steps: int = 0) -
         assert batch.env_ids.dtype == np.int32 and batch.env_ids.shape == (b,)
         assert len(set(batch.env_ids.tolist())) == b
         assert batch.obs.shape == (b, *spec.obs_shape) and batch.obs.dtype == np.dtype(spec.obs_dtype)
-        assert batch.reward.dtype == np.float32
-        for flags in (batch.terminated, batch.truncated, batch.first):
+        assert batch.reward.dtype == np.float32 and batch.score.dtype == np.float32 and batch.score.shape == (b,)
+        for flags in (batch.terminated, batch.truncated, batch.first, batch.game_over):
             assert flags.dtype == np.bool_ and flags.shape == (b,)
         assert not np.any(batch.terminated & batch.truncated)
+        assert not np.any(batch.game_over & ~(batch.terminated | batch.truncated))
     lengths: dict[int, list[int]] = {}
     for i, rows in per_env_rows(batches).items():
         assert rows[0]["first"], f"env {i} did not start with a first row"
@@ -69,7 +71,7 @@ def check_semantics(env: VecEnv, batches: list[StepBatch], max_steps: int = 0) -
             assert row["first"] == ended, f"env {i}: first must follow exactly the end of an episode"
             steps = 0 if row["first"] else steps + 1
             if row["first"]:
-                assert row["reward"] == 0 and not row["terminated"] and not row["truncated"]
+                assert row["reward"] == 0 and row["score"] == 0 and not row["terminated"] and not row["truncated"]
             if max_steps:
                 assert steps <= max_steps
                 assert row["truncated"] == (steps == max_steps and not row["terminated"])
@@ -110,6 +112,44 @@ def test_envpool_time_limit_applied_where_envpool_ignores_it(num_envs: int, batc
     env.close()
     lengths = check_semantics(env, batches, max_steps=3)
     assert all(ls and set(ls) == {3} for ls in lengths.values())
+
+
+def push_left(env: VecEnv, num_recvs: int) -> list[StepBatch]:
+    """Resets `env` and always pushes the cart left: each pole falls after a number of steps its seed fixes."""
+    env.reset()
+    batches = []
+    for _ in range(num_recvs):
+        batch = env.recv(timeout=5.0)
+        batches.append(batch)
+        env.send(np.zeros(len(batch.env_ids), np.int32), batch.env_ids)
+    env.close()
+    return batches
+
+
+def first_episode_ends(batches: list[StepBatch]) -> dict[int, tuple[int, bool, bool]]:
+    """Each env's first episode: (steps, terminated, truncated) of its last row."""
+    ends = {}
+    for i, rows in per_env_rows(batches).items():
+        k = next(k for k, row in enumerate(rows) if k and row["first"]) - 1
+        ends[i] = (k, bool(rows[k]["terminated"]), bool(rows[k]["truncated"]))
+    return ends
+
+
+@pytest.mark.parametrize("env_id,num_envs,batch_size", [("CartPole-v1", 3, 3), ("CartPole-v1", 4, 2),
+                                                          ("gymnasium:CartPole-v1", 3, 2)])
+def test_termination_on_the_time_limit_step_is_a_termination(env_id: str, num_envs: int, batch_size: int) -> None:
+    """EnvPool sets done and trunc together when an episode terminates on the limit's step (so does gymnasium's
+    TimeLimit): nothing follows a terminal state, so termination wins."""
+    free = first_episode_ends(push_left(make_env(env_id, num_envs=num_envs, batch_size=batch_size, num_threads=1,
+                                                 seed=5), 60))
+    assert all(term and not trunc for _, term, trunc in free.values())
+    limit = free[0][0]
+    assert {k for k, _, _ in free.values()} != {limit}  # some envs run into the limit, some terminate before it
+    env = make_env(env_id, num_envs=num_envs, batch_size=batch_size, num_threads=1, seed=5, max_episode_steps=limit)
+    batches = push_left(env, 60)
+    check_semantics(env, batches, max_steps=limit)
+    for i, (k, term, trunc) in first_episode_ends(batches).items():
+        assert (k, term, trunc) == (min(free[i][0], limit), free[i][0] <= limit, free[i][0] > limit), f"env {i}"
 
 
 def test_envpool_batches_are_not_reused_and_actions_are_copied() -> None:
@@ -185,7 +225,69 @@ def test_episode_stats_match_per_env_reference_across_async_batches() -> None:
     assert got_returns == pytest.approx(got_lengths)  # CartPole: reward 1 per step
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", f"{FAKE}:CountdownEnv", "gymnasium:CartPole-v1"])
+def test_backends_without_lives_report_every_episode_as_a_game(env_id: str) -> None:
+    env = make_env(env_id, num_envs=3, batch_size=2, num_threads=1, max_episode_steps=8)
+    batches = run(env, 40)
+    env.close()
+    check_semantics(env, batches, max_steps=8)
+    for batch in batches:
+        np.testing.assert_array_equal(batch.score, batch.reward)
+        np.testing.assert_array_equal(batch.game_over, batch.terminated | batch.truncated)
+
+
+def rows_batch(ids: list[int], reward: list[float], score: list[float], term: list[bool], trunc: list[bool],
+               first: list[bool], over: list[bool]) -> StepBatch:
+    n = len(ids)
+    return StepBatch(np.array(ids, np.int32), np.zeros((n, 1), np.float32), np.array(reward, np.float32),
+                     np.array(term), np.array(trunc), np.array(first), np.array(score, np.float32), np.array(over))
+
+
+def test_episode_stats_sum_a_game_over_its_lives_in_real_score() -> None:
+    """Env 0 loses a life (terminated, not game over), goes on in a new life (`first`), then its game ends; env 1
+    is truncated by the time limit meanwhile. Rewards are clipped, scores are the game's own."""
+    stats = EpisodeStats(2)
+    stream = [
+        rows_batch([0, 1], [0, 0], [0, 0], [False, False], [False, False], [True, True], [False, False]),
+        rows_batch([1, 0], [1, 1], [7, 30], [False, False], [False, False], [False, False], [False, False]),
+        rows_batch([0], [0], [0], [True], [False], [False], [False]),  # a lost life
+        rows_batch([0, 1], [0, 1], [0, 4], [False, False], [False, True], [True, False], [False, True]),
+        rows_batch([0, 1], [1, 0], [10, 0], [True, False], [False, False], [False, True], [True, False]),
+        rows_batch([1, 0], [-1, 0], [-2, 0], [False, False], [False, False], [False, True], [False, False]),
+    ]
+    ended = [stats.update(b) for b in stream]
+    assert [(r.tolist(), n.tolist()) for r, n in ended] == [
+        ([], []), ([], []), ([], []), ([11.0], [2]), ([40.0], [3]), ([], [])]
+    assert ended[3][0].dtype == np.float32 and ended[3][1].dtype == np.int32
+
+
 # ---------------------------------------------------------------------------------------------------- custom backend
+
+
+class EndsBoth(BaseEnv):
+    """Reports terminated and truncated together on its 3rd step."""
+
+    observation_space = Box(0.0, 1.0, shape=(1,))
+    action_space = Discrete(2)
+
+    def __init__(self) -> None:
+        self.t = 0
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self.t = 0
+        return np.zeros(1, np.float32)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
+        self.t += 1
+        return np.zeros(1, np.float32), 1.0, self.t >= 3, self.t >= 3
+
+
+@pytest.mark.parametrize("max_steps", [0, 3])
+def test_custom_env_termination_wins_over_truncation(max_steps: int) -> None:
+    env = SerialVecEnv([EndsBoth(), EndsBoth()], batch_size=2, max_episode_steps=max_steps)
+    batches = run(env, 9)
+    assert all(set(ls) == {3} for ls in check_semantics(env, batches).values())
+    assert sum(b.terminated.sum() for b in batches) == 4 and not any(b.truncated.any() for b in batches)
 
 
 def test_countdown_terminates_with_reward_on_last_step() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jaxrl_dist import evaluate
-from jaxrl_dist.config import build, derive
+from jaxrl_dist.config import build, plan
 from jaxrl_dist.io import read_metrics
 from jaxrl_dist.io.video import count_frames
 from jaxrl_dist.roles.graph import build_graph
@@ -82,8 +82,8 @@ def test_env_that_cannot_render_warns_once_and_trains_on(tmp_path: Path, capsys:
 
 
 def test_eval_seed_is_fixed_and_not_set_by_global_seed() -> None:
-    assert derive(build({"train": {"seed": 3}})).eval_seed == 3 * 10_007 + 1_000_003
-    assert derive(build({"train": {"seed": 3}, "eval": {"env_seed": 5}})).eval_seed == 5
+    assert plan(build({"train": {"seed": 3}})).eval_seed == 3 * 10_007 + 1_000_003
+    assert plan(build({"train": {"seed": 3}, "eval": {"env_seed": 5}})).eval_seed == 5
 
 
 def test_evaluate_command_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

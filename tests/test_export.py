@@ -183,7 +183,7 @@ def test_onnx_example_without_jax_reaches_trained_return(trained: Path, tmp_path
             total, done = total + float(reward), terminated or truncated
         want.append(total)
     assert got == want
-    assert np.mean(got) >= 0.9 * policy.meta["best_eval"] >= 0.9 * 475
+    assert np.mean(got) >= 0.9 * policy.meta.best_eval >= 0.9 * 475
 
 
 def test_savedmodel_serves_without_jax(trained: Path, tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def _write_module(folder: Path, name: str, body: str) -> None:
         (["algo.name=broken_syntax:ALGO"], "importing module 'broken_syntax' failed: SyntaxError"),
         (["algo.name=user_algos:not_a_def"], "is a function, not a jaxrl_dist.algos.AlgorithmDef"),
         (["algo.name=user_algos:NO_GAMMA"], "lacks the field(s) gamma"),
-        (["algo.name=user_algos:BAD_SIGNATURE"], "cannot be called as make(spec, cfg, grad_reduce)"),
+        (["algo.name=user_algos:BAD_SIGNATURE"], "cannot be called as make(spec, config, context)"),
         (["algo.name=user_algos:RETURNS_DICT"], "make returned a dict, not a jaxrl_dist.algos.Algorithm"),
         (["algo.name=user_algos:MISSING"], "module 'user_algos' has no attribute 'MISSING'"),
         (["network.torso=user_algos:not_a_def"], "is not a flax.linen.Module subclass"),

@@ -311,10 +311,10 @@ def test_overlap_warmup_compiles_what_the_rounds_call() -> None:
     from jaxrl_dist.algos.base import no_reduce
     from jaxrl_dist.config import load_config
     from jaxrl_dist.distributed.groups import OverlappedAverage, apply_round
-    from jaxrl_dist.roles.graph import preflight
+    from jaxrl_dist.roles.graph import prepare
 
     cfg = load_config(DEFAULT, [])
-    state = jax.jit(make_algorithm(preflight(cfg), cfg, no_reduce).init)(jax.random.PRNGKey(0))
+    state = jax.jit(make_algorithm(prepare(cfg).spec, cfg, no_reduce).init)(jax.random.PRNGKey(0))
     o = OverlappedAverage(SimpleNamespace(overlap_comm=None, MPI=SimpleNamespace(SUM=None)))  # no round is posted
     o.warmup(state)
     sizes = (OverlappedAverage._ravel._cache_size(), OverlappedAverage._unravel._cache_size())

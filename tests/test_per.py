@@ -15,13 +15,15 @@ from scipy import stats
 
 from cli_runs import fake_devices, run
 from jaxrl_dist.algos.base import PrioritizedBatch, Transition
+from jaxrl_dist.records import PriorityFeedback
 from jaxrl_dist.config import build
 from jaxrl_dist.errors import ConfigError
 from jaxrl_dist.io import Checkpointer, read_metrics
 from jaxrl_dist.replay.prioritized import PrioritizedReplay, linear_beta
 from jaxrl_dist.replay.sumtree import SumTree
 from jaxrl_dist.roles.graph import build_graph
-from jaxrl_dist.roles.runner import read_counters, restore, run_graph
+from jaxrl_dist.roles.resume import read_counters, restore
+from jaxrl_dist.roles.runner import run_graph
 
 
 def test_sumtree_updates_and_search_match_cumsum() -> None:
@@ -76,7 +78,7 @@ def test_sampling_follows_priorities_chi_square() -> None:
     seqs = np.arange(40)
     for p in range(2):
         index = np.stack([np.full(40, p), seqs], 1)
-        replay.feedback(index, (1.0 + seqs % 5) * (1 + 2 * p))
+        replay.feedback(PriorityFeedback(index, (1.0 + seqs % 5) * (1 + 2 * p)))
     draws = replay.sample_stacked(50, 400, rng)  # 20,000 draws
     key = draws.obs[..., 0].astype(int).ravel()
     assert replay.applied == 80 and replay.dropped == 0
@@ -98,7 +100,7 @@ def test_importance_weights_and_beta_annealing() -> None:
     rng = np.random.default_rng(2)
     replay.sample_stacked(1, 4, rng)
     seqs = np.arange(40)
-    replay.feedback(np.stack([np.zeros(40, int), seqs], 1), 1.0 + seqs % 4)
+    replay.feedback(PriorityFeedback(np.stack([np.zeros(40, int), seqs], 1), 1.0 + seqs % 4))
     for steps in (0, 500, 2000):
         b = replay.sample_stacked(4, 32, rng, env_steps=steps)
         assert isinstance(b, PrioritizedBatch) and b.weight.dtype == np.float32
@@ -116,7 +118,7 @@ def test_new_items_get_max_priority_and_stale_feedback_is_dropped() -> None:
     replay = filled(1, 40, capacity=64, margin=4)
     rng = np.random.default_rng(3)
     replay.sample_stacked(1, 4, rng)
-    replay.feedback(np.array([[0, 3]]), np.array([9.0]))  # the largest priority so far
+    replay.feedback(PriorityFeedback(np.array([[0, 3]]), np.array([9.0])))  # the largest priority so far
     replay.sample_stacked(1, 4, rng)
     top = 9.0 + 1e-6  # (|td| + eps) ** alpha with alpha = 1
     assert replay.max_priority == pytest.approx(top)
@@ -127,7 +129,7 @@ def test_new_items_get_max_priority_and_stale_feedback_is_dropped() -> None:
         seqs = np.arange(start, start + 4)
         obs = np.stack([seqs, seqs, seqs], 1).astype(np.float32)
         part.add(Transition(obs, seqs.astype(np.int32), np.zeros(4, np.float32), np.ones(4, np.float32), obs))
-    replay.feedback(np.array([[0, 3], [0, 90]]), np.array([0.5, 0.25]))
+    replay.feedback(PriorityFeedback(np.array([[0, 3], [0, 90]]), np.array([0.5, 0.25])))
     replay.sample_stacked(1, 4, rng)
     assert replay.dropped == 1  # seq 3 is gone: its feedback would describe another transition
     low, high = replay.window[0]
@@ -155,7 +157,7 @@ def test_per_dqn_cartpole_serial_trains_and_priorities_change(tmp_path: Path) ->
         "eval": {"interval": 0}, "checkpoint": {"interval": 0}, "log": {"tensorboard": False, "quiet": True},
     })
     g = build_graph(cfg)
-    replay = g.replay
+    replay = g.path.replay
     assert isinstance(replay, PrioritizedReplay)
     run_graph(g, tmp_path, time.time())
     assert g.limiter.updates > 200 and replay.applied >= g.limiter.updates * 32 * 0.9
@@ -191,7 +193,7 @@ SHARDED = textwrap.dedent("""
     from jaxrl_dist.config import build
     from jaxrl_dist.distributed import LearnerMesh
     from jaxrl_dist.envs import EnvSpec
-    from jaxrl_dist.replay.feedback import fused_with_priorities
+    from jaxrl_dist.distributed.fused import fused_with_priorities
     from jaxrl_dist.replay.prioritized import rows_from_shards
 
     spec = EnvSpec((4,), "float32", "discrete", 2, (), (), (), 0)
@@ -209,7 +211,7 @@ SHARDED = textwrap.dedent("""
         algo = make_algorithm(spec, cfg, place.grad_reduce)
         state = jax.device_put(algo.init(jax.random.PRNGKey(0)), place.replicated)
         out[n] = jax.device_get(fused_with_priorities(algo.update, place)(state, jax.device_put(batches, place.batches)))
-    assert out[1][1]["priority"].shape == (K, B) and out[1][1]["priority"].std() > 0
+    assert out[1].priority.shape == (K, B) and out[1].priority.std() > 0
     # The rows of a process's own shards, as a learner spanning processes hands them back (here: all of them).
     place = LearnerMesh.over(jax.devices()[:2])
     index = jax.device_put(np.arange(K * B * 2, dtype=np.int32).reshape(K, B, 2), place.batches)
@@ -243,7 +245,7 @@ def test_priorities_saved_with_the_replay_are_restored(tmp_path: Path) -> None:
         g2 = build_graph(cfg, counters=read_counters(ckpt, save_replay=True))
         try:
             restore(g2, ckpt)
-            a, b = g.replay, g2.replay
+            a, b = g.path.replay, g2.path.replay
             assert isinstance(a, PrioritizedReplay) and isinstance(b, PrioritizedReplay)
             assert b.window == a.window and b.max_priority == a.max_priority
             live = np.arange(*a.window[0]) % a.partitions[0].capacity
@@ -254,6 +256,7 @@ def test_priorities_saved_with_the_replay_are_restored(tmp_path: Path) -> None:
 
 
 def test_dqn_weighs_losses_and_returns_priorities() -> None:
+    from jaxrl_dist.algos import BuildContext, Prioritized
     from jaxrl_dist.algos.dqn import make, td_loss
     from jaxrl_dist.envs import EnvSpec
 
@@ -267,8 +270,9 @@ def test_dqn_weighs_losses_and_returns_priorities() -> None:
     wloss, wtd = jax.jit(lambda b: td_loss(q, nxt, nxt, b, double=True, kind="mse"))(weighted)
     np.testing.assert_allclose(wtd, td)
     np.testing.assert_allclose(wloss, np.mean(0.5 * np.square(np.asarray(td)) * [1.0, 0.25]), rtol=1e-6)
-    algo = make(EnvSpec((2,), "float32", "discrete", 2, (), (), (), 0), build({"network": {"hidden": [8]}}))
+    cfg = build({"network": {"hidden": [8]}})
+    algo = make(EnvSpec((2,), "float32", "discrete", 2, (), (), (), 0), cfg.algo, BuildContext(cfg.network))
     state = algo.init(jax.random.PRNGKey(0))
-    _, metrics = jax.jit(algo.update)(state, weighted)
-    assert metrics["priority"].shape == (2,) and (np.asarray(metrics["priority"]) >= 0).all()
-    assert "priority" not in jax.jit(algo.update)(state, plain)[1]
+    _, out = jax.jit(algo.update)(state, weighted)
+    assert out.priority.shape == (2,) and (np.asarray(out.priority) >= 0).all()
+    assert not isinstance(jax.jit(algo.update)(state, plain)[1], Prioritized)  # no priorities for a plain batch

@@ -21,7 +21,8 @@ from jaxrl_dist.envs import EnvSpec
 from jaxrl_dist.errors import ConfigError
 from jaxrl_dist.io import Checkpointer
 from jaxrl_dist.roles.graph import build_graph
-from jaxrl_dist.roles.runner import read_counters, restore, run_graph
+from jaxrl_dist.roles.resume import read_counters, restore
+from jaxrl_dist.roles.runner import run_graph
 
 CONFIG = "configs/ppo_cartpole.yaml"
 DISCRETE = EnvSpec((4,), "float32", "discrete", 2, (), (), (), 0)
@@ -116,18 +117,18 @@ def test_update_under_jit_gives_finite_scalar_metrics(spec: EnvSpec, normalize_o
 
 
 def test_segment_config_errors_name_the_key() -> None:
-    from jaxrl_dist.config import derive
+    from jaxrl_dist.config import plan
 
     base = {"algo": {"name": "ppo"}, "env": {"num_envs": 6}, "train": {"max_staleness": 1}}
     with pytest.raises(ConfigError, match="env.batch_size"):
-        derive(build({**base, "env": {"num_envs": 6, "batch_size": 3}}))
+        plan(build({**base, "env": {"num_envs": 6, "batch_size": 3}}))
     with pytest.raises(ConfigError, match="env.num_envs"):
-        derive(build({**base, "roles": {"learner": {"num_devices": 4}}}))
+        plan(build({**base, "roles": {"learner": {"num_devices": 4}}}))
     with pytest.raises(ConfigError, match="algo.num_minibatches"):
-        derive(build({**base, "algo": {"name": "ppo", "segment_length": 10, "num_minibatches": 4}}))
+        plan(build({**base, "algo": {"name": "ppo", "segment_length": 10, "num_minibatches": 4}}))
     with pytest.raises(ConfigError, match="train.max_staleness.*allowed: 0 .* or 1"):  # 64, the replay default
-        derive(build({**base, "train": {}}))
-    assert derive(build(base)).updates_per_call == 1
+        plan(build({**base, "train": {}}))
+    assert plan(build(base)).updates_per_call == 1
 
 
 def small_cfg(mode: str, staleness: int, steps: int = 640, **extra: dict) -> object:
@@ -142,7 +143,7 @@ def small_cfg(mode: str, staleness: int, steps: int = 640, **extra: dict) -> obj
 def test_segments_use_the_policy_version_staleness_asks_for(tmp_path: Path, mode: str, staleness: int) -> None:
     """Every row of segment s (after its bootstrap row 0) is acted with version max(0, s - max_staleness)."""
     g = build_graph(small_cfg(mode, staleness))
-    actor, feed = g.actors[0], g.actors[0].feed
+    actor, feed = g.actors[0], g.actors[0].writer
     assert feed is not None
     seen: list[tuple[int, int]] = []
     write = feed.write

@@ -12,7 +12,8 @@ from jaxrl_dist.config import build
 from jaxrl_dist.io import Checkpointer
 from jaxrl_dist.networks import NatureCNN, QHead
 from jaxrl_dist.roles.graph import build_graph
-from jaxrl_dist.roles.runner import read_counters, restore, run_graph
+from jaxrl_dist.roles.resume import read_counters, restore
+from jaxrl_dist.roles.runner import run_graph
 from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
 
 
@@ -83,7 +84,7 @@ def test_replay_saved_in_checkpoint_is_restored(tmp_path: Path) -> None:
         g2 = build_graph(cfg, counters=counters)
         try:
             restore(g2, ckpt)
-            a, b = g.replay.partitions[0], g2.replay.partitions[0]
+            a, b = g.path.replay.partitions[0], g2.path.replay.partitions[0]
             assert b.committed == a.committed >= 1500
             np.testing.assert_array_equal(a.data.obs, b.data.obs)
             # With the replay restored, learning resumes at once instead of refilling learning_starts.

@@ -182,7 +182,8 @@ def test_report_of_a_partial_array(tmp_path, capsys):
     assert report.main([str(exp), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["sweep"] for r in rows] == ["algo.lr=1 (2 seeds)", "algo.lr=2"]
-    assert rows[0]["final"] == {"mean": 30.0, "std": 10.0, "n": 2} and rows[0]["best"]["mean"] == 35.0
+    assert rows[0]["final"] == {"mean": 30.0, "std": pytest.approx(200 ** 0.5), "n": 2, "iqm": 30.0,
+                                "iqm_ci": [20.0, 40.0]} and rows[0]["best"]["mean"] == 35.0  # std: ddof = 1
     assert rows[0]["states"] == {"done": 1, "running": 1, "missing": 0}
     assert rows[0]["env_steps"]["mean"] == 2500 and rows[0]["sps"] == {"mean": 500.0, "std": 0.0, "n": 2}
     assert (exp / "report" / "eval_episode_return.png").stat().st_size > 0

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_dist.algos import Algorithm, AlgorithmDef, Transition, no_reduce
+from jaxrl_dist.algos import Algorithm, AlgorithmDef, BuildContext, Transition
 from jaxrl_dist.algos.common import adam, epsilon_greedy, linear_schedule
 from jaxrl_dist.config.schema import fld
 from jaxrl_dist.errors import ConfigError
@@ -72,9 +72,10 @@ def clipped_target(q_next_online: jax.Array, q_next_target: jax.Array, batch: Tr
     return batch.reward + batch.discount * picked.min(axis=0)
 
 
-def make(spec: Any, cfg: Any, grad_reduce: Any = no_reduce) -> Algorithm:
-    """The pure functions of clipped double Q-learning for an env spec and the whole config."""
-    algo, net_cfg = cfg.algo, cfg.network
+def make(spec: Any, algo: ClippedDoubleQConfig, context: BuildContext) -> Algorithm:
+    """The pure functions of clipped double Q-learning for an env spec, its config section and the build context
+    (network config, gradient reduction)."""
+    net_cfg, grad_reduce = context.network, context.grad_reduce
     torsos = tuple(make_torso(net_cfg.torso, net_cfg.hidden, net_cfg.activation, net_cfg.kwargs) for _ in range(2))
     net = TwinQ(torsos, spec.num_actions)  # type: ignore[arg-type]
     optimizer = adam(algo.lr, max_grad_norm=algo.max_grad_norm)

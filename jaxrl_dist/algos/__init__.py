@@ -1,5 +1,10 @@
 """Algorithms as pure functions (see `jaxrl_dist.algos.base.Algorithm`), the built-in registry, and the loading and
-checking of users' algorithms named `package.module:NAME`."""
+checking of users' algorithms named `package.module:NAME`.
+
+The registry is the one place an algorithm is named: its `AlgorithmDef` gives the config section class (config
+loading picks it by `algo.name`), the builder and the data path its learner consumes. Importing this package does
+not import JAX: each built-in's JAX code loads when an algorithm is built.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import dataclasses
 import inspect
 from typing import Any
 
-from jaxrl_dist.algos.base import Algorithm, AlgorithmDef, GradReduce, Segment, Transition, no_reduce
+from jaxrl_dist.algos.base import (Algorithm, AlgorithmDef, BuildContext, GradReduce, Prioritized, PrioritizedBatch,
+                                   Segment, Transition, no_reduce)
 from jaxrl_dist.algos.dqn import DQN
 from jaxrl_dist.algos.ppo import PPO
 from jaxrl_dist.algos.sac import SAC
-from jaxrl_dist.algos.transforms import with_obs_norm, with_reward_scale
 from jaxrl_dist.errors import UserError
 from jaxrl_dist.plugins import import_object, is_plugin_path
 
@@ -27,7 +32,7 @@ def resolve_algorithm(name: str) -> AlgorithmDef:
         UserError: An unknown built-in name, a module that does not import, or an object that is not a usable
             `AlgorithmDef`; the message names the object and what it lacks.
     """
-    if not is_plugin_path(name):
+    if not isinstance(name, str) or not is_plugin_path(name):
         if name not in REGISTRY:
             raise UserError(
                 f"config key 'algo.name': value {name!r} is not allowed; allowed: {', '.join(sorted(REGISTRY))}, "
@@ -66,7 +71,7 @@ def resolve_algorithm(name: str) -> AlgorithmDef:
     try:
         inspect.signature(obj.make).bind(None, None, None)
     except TypeError:
-        raise UserError(f"{what}: make{inspect.signature(obj.make)} cannot be called as make(spec, cfg, grad_reduce)"
+        raise UserError(f"{what}: make{inspect.signature(obj.make)} cannot be called as make(spec, config, context)"
                         ) from None
     except ValueError:  # no signature (a builtin): trust it
         pass
@@ -88,9 +93,17 @@ def check_algorithm(algo: Any, name: str) -> Algorithm:
     return algo
 
 
-def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce) -> Algorithm:  # noqa: ANN001
-    """The algorithm named by `cfg.algo.name`, built for an env spec, with the transforms the config asks for
-    (`train.reward_scale`, `network.normalize_obs`; see `jaxrl_dist.algos.transforms`).
+def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce, plan=None) -> Algorithm:  # noqa: ANN001
+    """The algorithm named by `cfg.algo.name`, built for an env spec from its own config section and a
+    `BuildContext`, with the transforms the config asks for (`train.reward_scale`, `network.normalize_obs`; see
+    `jaxrl_dist.algos.transforms`).
+
+    Args:
+        spec: the env spec.
+        cfg: the whole config (the system's view: the algorithm itself receives `cfg.algo` and `cfg.network`).
+        grad_reduce: the learner's gradient reduction over its shards.
+        plan: the run's plan (`jaxrl_dist.config.Plan`), whose sizes the context carries; None for an algorithm
+            built only to run a policy (export, evaluation).
 
     Raises:
         UserError: The algorithm does not handle the env's action space, or its `make` returned something unusable.
@@ -101,7 +114,10 @@ def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce) -> Algorithm:
         raise UserError(f"config key 'algo.name': {cfg.algo.name} needs {' or '.join(definition.action_kinds)} "
                         f"actions but env {cfg.env.id} has {spec.action_kind} actions; allowed for it: "
                         f"{', '.join(fits) or 'none of the built-in algorithms yet'}")
-    algo = check_algorithm(definition.make(spec, cfg, grad_reduce), cfg.algo.name)
+    context = BuildContext(cfg.network, grad_reduce, plan.total_updates if plan is not None else 0)
+    algo = check_algorithm(definition.make(spec, cfg.algo, context), cfg.algo.name)
+    from jaxrl_dist.algos.transforms import with_obs_norm, with_reward_scale  # JAX: only once an algorithm is built
+
     if cfg.train.reward_scale != 1.0:
         algo = with_reward_scale(algo, cfg.train.reward_scale)
     if cfg.network.normalize_obs:
@@ -109,5 +125,5 @@ def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce) -> Algorithm:
     return algo
 
 
-__all__ = ["REGISTRY", "Algorithm", "AlgorithmDef", "GradReduce", "Segment", "Transition", "check_algorithm",
-           "make_algorithm", "no_reduce", "resolve_algorithm"]
+__all__ = ["REGISTRY", "Algorithm", "AlgorithmDef", "BuildContext", "GradReduce", "Prioritized", "PrioritizedBatch",
+           "Segment", "Transition", "check_algorithm", "make_algorithm", "no_reduce", "resolve_algorithm"]

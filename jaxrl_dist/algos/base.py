@@ -1,16 +1,22 @@
 """The algorithm protocol every algorithm module follows: pure functions over an explicit state.
 
-An algorithm is built once per run by `make(spec, cfg, grad_reduce)` from the env spec and the config, and hands the
-system a bundle of pure, jit-able functions. The system (roles/) decides where they run, how batches reach them and
+An algorithm is built once per run by `make(spec, config, context)` from the env spec, its own config section and a
+`BuildContext` (network config, gradient reduction, run sizes), and hands the system a bundle of pure, jit-able functions. The system (roles/) decides where they run, how batches reach them and
 how gradients are reduced across devices; the algorithm never touches threads, devices or files.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal, NamedTuple
+import importlib
+from typing import TYPE_CHECKING, Any, Callable, Literal, NamedTuple
 
-import jax
+# Records the algorithms share with the replay and the roles; they live low (jaxrl_dist.records) and are offered here
+# too, where an algorithm's author looks for them.
+from jaxrl_dist.records import Prioritized, PrioritizedBatch, Segment, Transition  # noqa: F401  # offered here
+
+if TYPE_CHECKING:  # this module is imported to register algorithms and load configs: no JAX at import time
+    import jax
 
 GradReduce = Callable[[Any], Any]
 """Reduces a gradient pytree across data-parallel shards (identity on one device); injected by the system."""
@@ -29,72 +35,6 @@ def shard_key(grad_reduce: GradReduce, key: jax.Array) -> jax.Array:
     """
     fold = getattr(grad_reduce, "fold_in_shard", None)
     return fold(key) if fold is not None else key
-
-
-class Transition(NamedTuple):
-    """A replay batch of n-step transitions; `B` is the batch size.
-
-    Attributes:
-        obs: `[B, *obs_shape]` observation at the start of the transition.
-        action: `[B]` int32 (discrete) or `[B, *action_shape]` float32 action taken there.
-        reward: `[B]` float32 discounted n-step return, sum_k gamma^k r_k.
-        discount: `[B]` float32 bootstrap factor: gamma^k after k steps, 0 where the episode terminated (a
-            truncation keeps gamma^k: the value of the final observation is bootstrapped).
-        next_obs: `[B, *obs_shape]` observation the bootstrap value is taken from.
-    """
-
-    obs: Any
-    action: Any
-    reward: Any
-    discount: Any
-    next_obs: Any
-
-
-class PrioritizedBatch(NamedTuple):
-    """A `Transition` batch from prioritized replay (`replay.prioritized: true`): the same first five fields, so
-    code that reads them by name (and `_replace`) works unchanged, plus what prioritisation needs.
-
-    An algorithm that supports prioritized replay multiplies its per-sample losses by `weight` and returns the
-    `[B]` float32 metric `priority`, the `|TD error|` of each sample; the learner hands it back to the replay.
-
-    Attributes:
-        obs, action, reward, discount, next_obs: as in `Transition`.
-        weight: `[B]` float32 importance-sampling weights, at most 1.
-        index: `[B, 2]` int32 (replay partition, sequence number mod 2^31) of each sample; the update ignores it.
-    """
-
-    obs: Any
-    action: Any
-    reward: Any
-    discount: Any
-    next_obs: Any
-    weight: Any
-    index: Any
-
-
-class Segment(NamedTuple):
-    """A trajectory segment of one actor, env-major: `B` envs, `T + 1` consecutive env rows each.
-
-    Row `t` is what `recv` gave (the observation and the reward, termination and truncation of the step into it)
-    and what `act` returned for it. Row `T` is the bootstrap row; it is row 0 of the actor's next segment. The
-    transition `t -> t + 1` is real unless row `t` ended an episode (the env then resets and row `t + 1` is `first`).
-    Env-major (`[B, T + 1]`, not `[T + 1, B]`) so that the learner's batch sharding splits it along envs.
-
-    Attributes:
-        obs: `[B, T + 1, *obs_shape]` observations.
-        reward: `[B, T + 1]` float32 reward of the step into row t (0 where `first`).
-        terminated: `[B, T + 1]` bool, row t is a terminal state (no bootstrap).
-        truncated: `[B, T + 1]` bool, row t ended the episode by a time limit (its value is bootstrapped).
-        first: `[B, T + 1]` bool, row t starts an episode.
-        policy: the pytree `act` returned for each row, leaves `[B, T + 1, ...]` (PPO: action, log-prob, value).
-    """
-
-    obs: Any
-    reward: Any
-    terminated: Any
-    truncated: Any
-    first: Any
-    policy: Any
 
 
 class Algorithm(NamedTuple):
@@ -133,6 +73,24 @@ def entropy_explorer(init: Callable[[jax.Array], Any], update: Callable[[Any, An
                      actor_params=actor_params, exploration=lambda env_steps: 0.0, inference=inference)
 
 
+class BuildContext(NamedTuple):
+    """What an algorithm's `make` gets besides its own config section: the network config and the run's numbers
+    that an algorithm may need (from the run's plan, `jaxrl_dist.config.plan`).
+
+    Attributes:
+        network: the `network` config section (`jaxrl_dist.config.schema.NetworkConfig`): torso, hidden sizes,
+            activation, dueling head, torso kwargs.
+        grad_reduce: reduces gradients (or any pytree) over the learner's data-parallel shards; identity on one
+            device. `update` must reduce its gradients with it.
+        total_updates: learner updates this process makes in the whole run (a learning-rate schedule anneals over
+            them); 0 where unknown (an algorithm built only to run a policy, e.g. for export).
+    """
+
+    network: Any
+    grad_reduce: GradReduce = no_reduce
+    total_updates: int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class AlgorithmDef:
     """An algorithm as the system knows it: its config section, its builder and what its learner consumes.
@@ -144,13 +102,14 @@ class AlgorithmDef:
         config: The frozen dataclass of the `algo` config section. It needs a `name: str` field (the config's
             `algo.name`); every other field is a hyperparameter with a default, documented like the built-ins'
             (`jaxrl_dist.config.schema.fld`), and `--set algo.KEY=VALUE` reaches it.
-        make: `make(spec, cfg, grad_reduce) -> Algorithm`, the pure functions for an env spec and the whole config
-            (`cfg.algo` is an instance of `config`). `update` must reduce its gradients with `grad_reduce` (identity
-            on one device, a collective where the system shards the batch).
-        data: What the learner feeds `update`: "replay", a `Transition` batch `[B, ...]` sampled from the host
-            replay (n-step returns precomputed with `cfg.algo.gamma` and `cfg.algo.n_step` when the config has them);
-            with `replay.prioritized`, a `PrioritizedBatch` (the algorithm then weighs its losses and returns a
-            `priority` metric, see there);
+        make: `make(spec, config, context) -> Algorithm`, the pure functions for an env spec, the algorithm's own
+            config section (an instance of `config`) and a `BuildContext` (network config, gradient reduction,
+            run sizes). `update` must reduce its gradients with `context.grad_reduce` (identity on one device, a
+            collective where the system shards the batch).
+        data: What the learner feeds `update`, which names the run's data path: "replay", a `Transition` batch
+            `[B, ...]` sampled from the host replay (n-step returns precomputed with the config's `gamma` and
+            `n_step`); with `replay.prioritized`, a `PrioritizedBatch` (the update then weighs its losses and
+            returns `Prioritized(metrics, priority)`, see there);
             or "segments" (on-policy), one actor's `Segment` `[B, T + 1, ...]` per update, with `T` the config's
             `segment_length`. A segments algorithm's `act` returns `(record, key)`: `record` is a pytree with an
             `action` field (what the env gets), all leaves `[B, ...]`, stored in the segment as `Segment.policy`.
@@ -161,3 +120,30 @@ class AlgorithmDef:
     make: Callable[..., Algorithm]
     data: Literal["replay", "segments"] = "replay"
     action_kinds: tuple[str, ...] = ("discrete", "continuous")
+
+
+def lazy_make(module: str) -> Callable[..., Algorithm]:
+    """A `make` that imports `module` (and with it JAX, flax and optax) only when an algorithm is built, so that the
+    registry and config loading stay light."""
+
+    def make(*args: Any, **kwargs: Any) -> Algorithm:
+        return importlib.import_module(module).make(*args, **kwargs)
+
+    make.__doc__ = f"`{module}.make`, imported on first use."
+    return make
+
+
+def lazy_attributes(module: str, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """A module `__getattr__` that takes `names` from `module` on first use (PEP 562)."""
+
+    def getattr_(attr: str) -> Any:
+        if attr in names:
+            return getattr(importlib.import_module(module), attr)
+        raise AttributeError(f"module has no attribute {attr!r}")
+
+    return getattr_
+
+
+def metrics_of(out: Any) -> dict[str, Any]:
+    """The scalar metrics of what an update returned (`Prioritized` for a `PrioritizedBatch`, else the dict)."""
+    return out.metrics if isinstance(out, Prioritized) else out

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxrl_dist.config import Config, derive, load_config
-from jaxrl_dist.replay.build import make_replay, make_writer, transition_example
+from jaxrl_dist.config import Config, load_config, plan
 from jaxrl_dist.replay.frames import bytes_per_transition
+from jaxrl_dist.replay.items import transition_example
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,12 +39,13 @@ def _layout(cfg: Config, frames: bool, prioritized: bool, capacity: int) -> Conf
 def _fill(cfg: Config, replay: Any, spec: Any, count: int) -> None:
     """Writes `count` transitions from the config's env under random actions, as an actor does."""
     from jaxrl_dist.envs import make_env
+    from jaxrl_dist.roles.replay_path import make_nstep_writer
 
     env = make_env(env_id=cfg.env.id, num_envs=cfg.env.num_envs, batch_size=cfg.env.num_envs, num_threads=1, seed=0,
                    max_episode_steps=cfg.env.max_episode_steps, backend=cfg.env.backend, kwargs=cfg.env.kwargs,
                    wrappers=cfg.env.wrappers)
     part = replay.partitions[0]
-    writer = make_writer(cfg, spec, env.num_envs, part)
+    writer = make_nstep_writer(plan(cfg), spec, env.num_envs, part)
     rng = np.random.default_rng(0)
     last = np.zeros((env.num_envs, *spec.obs_shape), spec.obs_dtype)
     actions = np.zeros(env.num_envs, np.int32)
@@ -69,21 +70,22 @@ def _fill(cfg: Config, replay: Any, spec: Any, count: int) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config, list(args.overrides))
-    from jaxrl_dist.roles.graph import preflight
+    from jaxrl_dist.roles.graph import prepare
+    from jaxrl_dist.roles.replay_path import make_replay
 
-    spec = preflight(_layout(cfg, False, False, cfg.replay.capacity))
+    spec = prepare(_layout(cfg, False, False, cfg.replay.capacity)).spec
     if spec.action_kind != "discrete":
         raise SystemExit("bench replay fills the replay with random discrete actions; use a discrete-action config")
-    sizes = derive(cfg)
+    sizes = plan(cfg)
     k, batch = sizes.updates_per_call, cfg.replay.batch_size
     example = transition_example(spec)
     rows = []
     for frames in (False, True) if len(spec.obs_shape) == 3 else (False,):
-        per = bytes_per_transition(example, cfg.replay.capacity, cfg.env.num_envs, cfg.algo.n_step, sizes.env_batch,
+        per = bytes_per_transition(example, cfg.replay.capacity, cfg.env.num_envs, sizes.n_step, sizes.env_batch,
                                    frames)
         for prioritized in (False, True):
             small = _layout(cfg, frames, prioritized, max(args.fill + 8 * sizes.write_margin, 8 * k * batch))
-            replay = make_replay(small, derive(small), spec, 1)
+            replay = make_replay(small, plan(small), spec, 1)
             _fill(small, replay, spec, args.fill)
             rng = np.random.default_rng(1)
             replay.sample_stacked(k, batch, rng)  # first call: trees synced, arrays touched

@@ -105,10 +105,10 @@ def _rerun_with_fake_devices(n: int, args: argparse.Namespace) -> dict[str, Any]
 
 def _algorithm(args: argparse.Namespace) -> tuple[Any, Any]:
     from jaxrl_dist.config import load_config
-    from jaxrl_dist.roles.graph import preflight
+    from jaxrl_dist.roles.graph import prepare
 
     cfg = load_config(args.config, list(args.overrides))
-    return cfg, preflight(cfg)
+    return cfg, prepare(cfg).spec
 
 
 def _updates_per_s(cfg_spec: tuple[Any, Any], n: int, batch: int, seconds: float) -> float:
@@ -116,14 +116,14 @@ def _updates_per_s(cfg_spec: tuple[Any, Any], n: int, batch: int, seconds: float
 
     from jaxrl_dist.algos import make_algorithm
     from jaxrl_dist.distributed import LearnerMesh, fused_update
-    from jaxrl_dist.roles.graph import zero_batches
+    from jaxrl_dist.replay.items import zero_samples
 
     cfg, spec = cfg_spec
     k = cfg.roles.learner.updates_per_call
     place = LearnerMesh.over(jax.devices()[:n])
     algo = make_algorithm(spec, cfg, place.grad_reduce)
     state = jax.device_put(algo.init(jax.random.PRNGKey(0)), place.replicated)
-    batches = zero_batches(spec, k, batch, place.batches)
+    batches = jax.device_put(zero_samples(spec, False, (k, batch)), place.batches)
     step = fused_update(algo.update, place)
     state, _ = jax.block_until_ready(step(state, batches))  # compile
     calls, start = 0, time.perf_counter()

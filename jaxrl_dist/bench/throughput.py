@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxrl_dist.config import Config, derive, load_config
+from jaxrl_dist.config import Config, load_config, plan
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def raw_envpool(cfg: Config, seconds: float) -> float:
     """Steps/s of EnvPool itself (async send/recv, random actions drawn ahead of time)."""
     import envpool
 
-    sizes = derive(cfg)
+    sizes = plan(cfg)
     env = envpool.make(cfg.env.id, env_type="gymnasium", num_envs=cfg.env.num_envs, batch_size=sizes.env_batch,
                        num_threads=sizes.env_threads, seed=0, **cfg.env.kwargs)
     space = env.action_space
@@ -124,7 +124,7 @@ def full_training(cfg: Config, seconds: float) -> tuple[float, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = _config(args)
     cfg = _with_budget(cfg)
-    sizes = derive(cfg)
+    sizes = plan(cfg)
     raw = raw_envpool(cfg, args.seconds)
     actor = actor_pipeline(cfg, args.seconds)
     sps, ups = full_training(cfg, args.seconds)

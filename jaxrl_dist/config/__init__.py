@@ -1,7 +1,7 @@
-"""Typed configs: schema, loading (YAML / Python, `$global`, `--set`), and derived sizes."""
+"""Typed configs: schema, loading (YAML / Python, `$global`, `--set`), and the run's plan (derived sizes, rules)."""
 
-from jaxrl_dist.config.derive import Sizes, derive, validate
 from jaxrl_dist.config.load import build, load_config, read_file
+from jaxrl_dist.config.plan import Plan, eval_seed, plan
 from jaxrl_dist.config.schema import Config, to_dict
 
-__all__ = ["Config", "Sizes", "build", "derive", "load_config", "read_file", "to_dict", "validate"]
+__all__ = ["Config", "Plan", "build", "eval_seed", "load_config", "plan", "read_file", "to_dict"]

@@ -16,7 +16,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from jaxrl_dist.config.schema import ALGO_CONFIGS, Config
+from jaxrl_dist.config.schema import Config
 from jaxrl_dist.errors import ConfigError, UserError
 
 GLOBAL_KEY = "$global"
@@ -115,8 +115,9 @@ def build(data: dict[str, Any], source: str = "config") -> Config:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None, seed: int | None = None) -> Config:
-    """The whole loading path: file -> `$global` -> `--set` -> `--seed` -> typed Config -> validated."""
-    from jaxrl_dist.config.derive import validate
+    """The whole loading path: file -> `$global` -> `--set` -> `--seed` -> typed Config -> checked (the rules of
+    `jaxrl_dist.config.plan` that the config alone decides)."""
+    from jaxrl_dist.config.plan import plan
 
     data = apply_global(read_file(path))
     data = apply_overrides(data, overrides or [])
@@ -124,7 +125,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, seed: int 
         data = deep_merge(data, {"train": {"seed": seed}})
     cfg = build(data, source=str(path))
     try:
-        validate(cfg)
+        plan(cfg)
         _check_torso(cfg)
         _check_wrappers(cfg)
     except ConfigError as e:
@@ -166,22 +167,17 @@ def _check_torso(cfg: Config) -> None:
 
 def _section_type(name: str, data: dict[str, Any]) -> Any:
     """The class of a top-level section; `algo` is chosen by its `name` key."""
-    if name == "algo":
+    if name == "algo":  # the class the algorithm's definition registers (a user's: importing it imports JAX)
+        from jaxrl_dist.algos import resolve_algorithm
+        from jaxrl_dist.plugins import is_plugin_path
+
         algo = data.get("algo") if isinstance(data.get("algo"), dict) else {}
         algo_name = (algo or {}).get("name", "dqn")
-        if isinstance(algo_name, str) and ":" in algo_name:  # a user's AlgorithmDef: importing it imports JAX
-            from jaxrl_dist.algos import resolve_algorithm
-
-            try:
-                return resolve_algorithm(algo_name).config
-            except UserError as e:
-                raise ConfigError(f"config key 'algo.name': {e}") from None
-        if algo_name not in ALGO_CONFIGS:
-            raise ConfigError(
-                f"config key 'algo.name': value {algo_name!r} is not allowed; allowed: "
-                f"{', '.join(sorted(ALGO_CONFIGS))}, or 'package.module:NAME' of your own AlgorithmDef"
-            )
-        return ALGO_CONFIGS[algo_name]
+        try:
+            return resolve_algorithm(algo_name).config
+        except UserError as e:  # a built-in's message names the key already
+            plugin = isinstance(algo_name, str) and is_plugin_path(algo_name)
+            raise ConfigError(f"config key 'algo.name': {e}" if plugin else str(e)) from None
     hints = typing.get_type_hints(Config)
     return hints[name]
 

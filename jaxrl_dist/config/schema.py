@@ -2,15 +2,15 @@
 
 A field's metadata carries its documentation and its range (`ge`, `gt`, `le`); `Literal` types give the allowed
 values. `jaxrl_dist.config.load` turns YAML / Python dicts into these classes and reports any mismatch as a
-one-line `ConfigError`; `jaxrl_dist.config.derive.validate` checks the sizes that depend on each other.
+one-line `ConfigError`; `jaxrl_dist.config.plan` checks the sizes and rules that tie sections together. Each
+algorithm's own section lives with the algorithm (`jaxrl_dist/algos/<name>/config.py`), built with `fld` from here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Protocol
 
-from jaxrl_dist.errors import ConfigError
 
 
 def fld(default: Any, doc: str, **limits: float) -> Any:
@@ -51,34 +51,6 @@ class NetworkConfig:
     dueling: bool = fld(False, "Dueling value/advantage head (DQN family).")
     kwargs: dict = fld({}, "Keyword arguments of a custom torso class (network.torso: package.module:Class).")
     normalize_obs: bool = fld(False, "Standardise observations with running statistics kept in the learner state.")
-
-
-@dataclasses.dataclass(frozen=True)
-class DQNConfig:
-    """DQN / Double DQN hyperparameters."""
-
-    name: Literal["dqn"] = fld("dqn", "Algorithm name.")
-    double: bool = fld(True, "Double DQN: the online network picks the bootstrap action.")
-    lr: float = fld(1e-3, "Adam learning rate.", gt=0.0)
-    adam_eps: float = fld(1e-8, "Adam epsilon.", gt=0.0)
-    max_grad_norm: float = fld(10.0, "Global gradient-norm clip; 0 disables it.", ge=0.0)
-    gamma: float = fld(0.99, "Discount factor.", ge=0.0, le=1.0)
-    n_step: int = fld(1, "n-step returns (bootstrapping through truncations).", ge=1)
-    loss: Literal["huber", "mse"] = fld("huber", "TD loss.")
-    target_update: Literal["period", "polyak"] = fld("period", "Hard copy every target_period updates, or Polyak.")
-    target_period: int = fld(500, "Updates between hard target copies (target_update=period).", ge=1)
-    tau: float = fld(0.005, "Polyak coefficient per update (target_update=polyak).", gt=0.0, le=1.0)
-    eps_start: float = fld(1.0, "Initial exploration epsilon.", ge=0.0, le=1.0)
-    eps_end: float = fld(0.05, "Final exploration epsilon.", ge=0.0, le=1.0)
-    eps_decay_steps: int = fld(10_000, "Env steps over which epsilon decays linearly.", ge=1)
-
-    def check(self) -> None:
-        """Rules between fields (called by `derive.validate`); raises ConfigError."""
-        if self.eps_end > self.eps_start:
-            raise ConfigError(
-                f"config key 'algo.eps_end': value {self.eps_end} is above algo.eps_start={self.eps_start}; "
-                f"allowed: <= {self.eps_start}"
-            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,52 +179,20 @@ class CheckpointConfig:
     save_replay: bool = fld(False, "Store the replay buffer in checkpoints so --resume restores it.")
 
 
-@dataclasses.dataclass(frozen=True)
-class SACConfig:
-    """SAC hyperparameters (continuous actions)."""
+class AlgoConfig(Protocol):
+    """What every algorithm's config section has; the section's class is the one its `AlgorithmDef` registers
+    (`jaxrl_dist.algos`), chosen by `algo.name` when a config is loaded."""
 
-    name: Literal["sac"] = fld("sac", "Algorithm name.")
-    gamma: float = fld(0.99, "Discount factor.", ge=0.0, le=1.0)
-    n_step: int = fld(1, "n-step returns (bootstrapping through truncations).", ge=1)
-    actor_lr: float = fld(1e-3, "Adam learning rate of the policy.", gt=0.0)
-    critic_lr: float = fld(1e-3, "Adam learning rate of the twin Q critics.", gt=0.0)
-    alpha_lr: float = fld(1e-3, "Adam learning rate of the entropy temperature.", gt=0.0)
-    init_alpha: float = fld(1.0, "Initial entropy temperature.", gt=0.0)
-    target_entropy: Optional[float] = fld(None, "Entropy the temperature is tuned to; null: -action_dim.")
-    tau: float = fld(0.005, "Polyak coefficient of the target critics per update.", gt=0.0, le=1.0)
-    max_grad_norm: float = fld(0.0, "Global gradient-norm clip; 0 disables it.", ge=0.0)
+    @property
+    def name(self) -> str: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters (on-policy: trajectory segments, no replay)."""
+def default_algo_config() -> Any:
+    """The `algo` section when a config leaves it out: DQN's defaults. Imported here, not at the top, since the
+    algorithms' config classes are built on this module's `fld`."""
+    from jaxrl_dist.algos.dqn.config import DQNConfig
 
-    name: Literal["ppo"] = fld("ppo", "Algorithm name.")
-    segment_length: int = fld(32, "Env steps per actor env in one segment (T); one learner update per segment.", ge=1)
-    gamma: float = fld(0.99, "Discount factor.", ge=0.0, le=1.0)
-    gae_lambda: float = fld(0.95, "GAE lambda.", ge=0.0, le=1.0)
-    lr: float = fld(3e-4, "Adam learning rate.", gt=0.0)
-    anneal_lr: bool = fld(False, "Decay the learning rate linearly to 0 over train.total_env_steps.")
-    adam_eps: float = fld(1e-5, "Adam epsilon.", gt=0.0)
-    max_grad_norm: float = fld(0.5, "Global gradient-norm clip; 0 disables it.", ge=0.0)
-    epochs: int = fld(4, "Passes over each segment.", ge=1)
-    num_minibatches: int = fld(4, "Minibatches per epoch (split along the segment's time axis).", ge=1)
-    clip_eps: float = fld(0.2, "Clip range of the probability ratio.", gt=0.0)
-    value_clip_eps: float = fld(0.2, "Clip range of the value update around the old value; 0 disables it.", ge=0.0)
-    vf_coef: float = fld(0.5, "Value loss coefficient.", ge=0.0)
-    ent_coef: float = fld(0.0, "Entropy bonus coefficient.", ge=0.0)
-    normalize_advantages: bool = fld(True, "Standardise advantages per minibatch.")
-
-    def check(self) -> None:
-        """Rules between fields (called by `derive.validate`); raises ConfigError."""
-        if self.segment_length % self.num_minibatches:
-            raise ConfigError(
-                f"config key 'algo.num_minibatches': value {self.num_minibatches} does not divide "
-                f"algo.segment_length={self.segment_length} (minibatches split the time axis); allowed: a divisor"
-            )
-
-
-ALGO_CONFIGS: dict[str, type] = {"dqn": DQNConfig, "sac": SACConfig, "ppo": PPOConfig}
+    return DQNConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,7 +201,8 @@ class Config:
 
     env: EnvConfig = section(EnvConfig)
     network: NetworkConfig = section(NetworkConfig)
-    algo: DQNConfig = section(DQNConfig)
+    algo: AlgoConfig = dataclasses.field(default_factory=lambda: default_algo_config(), metadata={
+        "doc": "The algorithm's own section, chosen by its `name` (the class its AlgorithmDef registers)."})
     replay: ReplayConfig = section(ReplayConfig)
     roles: RolesConfig = section(RolesConfig)
     train: TrainConfig = section(TrainConfig)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Protocol
 import jax
 import numpy as np
 
-from jaxrl_dist.distributed.groups import Group, OverlappedAverage, Peers, average_state
+from jaxrl_dist.distributed.peers import Peers
 from jaxrl_dist.distributed.mesh import LearnerMesh
 
 
@@ -45,9 +45,10 @@ class GroupSync:
         self.stop_event, self.steps = stop_event, steps
         self.stopped = False  # a group raised the stop flag, and every group has seen it
         self.identical: bool | None = None  # set at the end: whether every group holds the same learner state
-        averaging = group if sync == "params" and isinstance(group, Group) else None  # MPI groups averaging states
-        self._average = average_state(averaging, placement) if averaging is not None and not overlap else None
-        self._overlap = OverlappedAverage(averaging) if averaging is not None and overlap else None
+        self._average: Callable[[Any], Any] | None = None
+        self._overlap: Any = None  # an OverlappedAverage (MPI groups with `overlap`)
+        if sync == "params":
+            self._average, self._overlap = group.averages(placement, overlap)
 
     def meet(self, what: str) -> None:
         """Waits until every group is here (a host exchange, under the watchdog): before the first device

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +43,7 @@ from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
 from jaxrl_dist.distributed.mesh import DATA_AXIS, AxisMean, LearnerMesh
+from jaxrl_dist.distributed.peers import POLL_S, Peers
 from jaxrl_dist.errors import ConfigError
 
 INSTALL_HINT = (
@@ -52,65 +51,6 @@ INSTALL_HINT = (
     "MPI4JAX_BUILD_MPICC=... pip install mpi4jax==0.9.1.post2)"
 )
 
-
-POLL_S = 0.0002  # sleep between polls of a host exchange
-
-
-class Peers:
-    """The processes of a run that train together and must enter every collective together: MPI groups (`Group`)
-    or the processes of one `jax.distributed` mesh (`jaxrl_dist.distributed.processes.Processes`).
-
-    Holds the rank, the count, and a watchdog that aborts the job when a collective waits longer than `timeout_s`.
-    Subclasses give the host exchange (`host_sum`) and the abort.
-    """
-
-    kind, plural = "group", "groups"  # how messages name them
-
-    def __init__(self, rank: int, count: int, timeout_s: float) -> None:
-        self.rank, self.count, self.timeout_s = rank, count, timeout_s
-        self._waiting: tuple[str, float] | None = None  # (what, since) while inside a collective
-        threading.Thread(target=self._watch, name=f"{self.kind}-watchdog", daemon=True).start()
-
-    @property
-    def lead(self) -> bool:
-        """Rank 0 writes the experiment directory (metrics, checkpoints) and evaluates."""
-        return self.rank == 0
-
-    def host_sum(self, send: np.ndarray, what: str) -> np.ndarray:
-        """The elementwise sum of an int64 vector over all ranks (every rank calls it at the same point)."""
-        raise NotImplementedError
-
-    def abort(self, message: str, code: int = 1) -> None:
-        """Ends every rank of the job now, after printing `message`."""
-        raise NotImplementedError
-
-    def gather(self, row: np.ndarray, what: str) -> np.ndarray:
-        """`[count, n]`: every rank's int64 row (a sum of one-hot placed rows)."""
-        rows = np.zeros((self.count, row.size), np.int64)
-        rows[self.rank] = row
-        return self.host_sum(rows.ravel(), what).reshape(self.count, row.size)
-
-    @contextmanager
-    def collective(self, what: str) -> Iterator[None]:
-        """Marks a collective; the watchdog aborts the job if it lasts longer than `timeout_s`."""
-        self._waiting = (what, time.monotonic())
-        try:
-            yield
-        finally:
-            self._waiting = None
-
-    def _watch(self) -> None:
-        while True:
-            time.sleep(min(1.0, self.timeout_s / 4))
-            waiting = self._waiting
-            if waiting is not None and time.monotonic() - waiting[1] > self.timeout_s:
-                self.abort(f"{self.kind} {self.rank}: no answer from the others in the {waiting[0]} for "
-                           f"{self.timeout_s:g} s; one is hung or gone")
-
-    def agree(self, ok: bool, what: str) -> bool:
-        """True on every rank iff `ok` is true on every rank (a barrier: a failed start stops all ranks)."""
-        send = np.array([0 if ok else 1], np.int64)
-        return not self.host_sum(send, what)[0]
 
 
 class Group(Peers):
@@ -140,6 +80,17 @@ class Group(Peers):
             while not request.Test():
                 time.sleep(POLL_S)
         return recv
+
+    def grad_reduce(self, placement: LearnerMesh, groups: Any) -> Any:
+        """`sync: grads` averages over the groups inside the update (`GroupMean`); `params` reduces over the
+        group's own devices only."""
+        return GroupMean(self, placement.size) if groups.sync == "grads" else placement.grad_reduce
+
+    def averages(self, placement: LearnerMesh | None, overlap: bool) -> tuple[Any, OverlappedAverage | None]:
+        """`sync: params`: the blocking average of learner states (`average_state`), or the overlapped one."""
+        if overlap:
+            return None, OverlappedAverage(self)
+        return average_state(self, placement), None
 
     def abort(self, message: str, code: int = 1) -> None:
         """Ends every group of the job now (MPI_Abort), after printing `message`."""

@@ -1,9 +1,10 @@
-"""The learner across local devices: one `data` mesh axis, replicated state, batches split along the batch axis.
+"""The learner across devices: one `data` mesh axis, replicated state, batches split along the batch axis.
 
-An algorithm's `update` is written for one shard. Here it runs under `jax.shard_map` over the mesh: each device
-takes its slice of every batch, and the algorithm reduces its gradients with the `grad_reduce` it was built with,
-`axis_mean` (a `pmean` over `data`), so parameters and optimizer state stay identical on every device. With one
-device the same code runs without a mesh and with the identity reduction.
+An algorithm's `update` is written for one shard. The learner's fused call (`jaxrl_dist.distributed.fused`) runs it
+under `jax.shard_map` over this mesh: each device takes its slice of every batch, and the algorithm reduces its
+gradients with the `grad_reduce` it was built with, `axis_mean` (a `pmean` over `data`), so parameters and optimizer
+state stay identical on every device. With one device the same code runs without a mesh and with the identity
+reduction.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -114,46 +114,3 @@ class LearnerMesh:
         """Raises ValueError unless the global batch splits evenly over the devices."""
         if batch_size % self.size:
             raise ValueError(f"batch size {batch_size} does not split over {self.size} learner devices")
-
-
-def fuse(update: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]) -> Callable[..., Any]:
-    """`(state, batches [K, B, ...]) -> (state, mean metrics)`: K updates in one `lax.scan`, one dispatch."""
-
-    def many(state: Any, batches: Any) -> tuple[Any, dict[str, jax.Array]]:
-        state, metrics = jax.lax.scan(update, state, batches)
-        return state, jax.tree.map(jnp.mean, metrics)
-
-    return many
-
-
-def fused_update(update: Callable[[Any, Any], tuple[Any, Any]], placement: LearnerMesh | None) -> Callable[..., Any]:
-    """The learner's jitted call: K fused updates, sharded over `placement` when it has several devices (None: one
-    device, wherever the state is).
-
-    `update` must come from an algorithm built with `placement.grad_reduce`. On a mesh, its metrics are averaged
-    over the devices too.
-
-    `check_vma=False` keeps the per-shard semantics the algorithms are written for: with the check on, JAX would
-    already sum the gradients of replicated parameters over the devices inside `jax.grad`, and the injected mean
-    would then see (and the optimizer get) the sum, not the mean.
-    """
-    many = fuse(update)
-    if placement is None or placement.size == 1:
-        return jax.jit(many)
-
-    def per_shard(state: Any, batches: Any) -> tuple[Any, Any]:
-        state, metrics = many(state, batches)
-        return state, axis_mean(metrics)
-
-    sharded = jax.jit(jax.shard_map(per_shard, mesh=placement.mesh, in_specs=(P(), P(None, DATA_AXIS)),
-                                    out_specs=(P(), P()), check_vma=False))
-    if placement.devices[0].platform != "cpu":
-        return sharded
-
-    def one_at_a_time(state: Any, batches: Any) -> tuple[Any, Any]:
-        # XLA:CPU runs each (fake) device's part on a shared thread pool; with several calls in flight their
-        # all-reduces can take every thread and wait for each other until XLA aborts the process (a 60 s rendezvous
-        # timeout). One call in flight at a time avoids it; on CPU the overlap it costs is small.
-        return jax.block_until_ready(sharded(state, batches))
-
-    return one_at_a_time

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxrl_dist.distributed.groups import Peers
+from jaxrl_dist.distributed.peers import Peers
 from jaxrl_dist.errors import UserError
 
 HEARTBEAT_S = 30  # the coordination service declares a silent process dead after this long
@@ -39,6 +39,29 @@ class Processes(Peers):
         self._rows = NamedSharding(mesh, P("proc"))
         self._sum = jax.jit(lambda x: x.sum(0), out_shardings=NamedSharding(mesh, P()))
         super().__init__(jax.process_index(), jax.process_count(), timeout_s)
+
+    @property
+    def mesh_processes(self) -> int:
+        """Every process feeds its share of each batch into the one mesh."""
+        return self.count
+
+    def sync_mode(self, groups: Any) -> str:
+        """Every learner call is a collective of the mesh (its own `pmean`), so the processes meet before each."""
+        return "grads"
+
+    def learner_devices(self, mine: list[Any]) -> list[Any]:
+        """Every process's devices at the local positions of this one's (process by process)."""
+        import jax
+
+        platform = mine[0].platform
+        local = [d for d in jax.local_devices() if d.platform == platform]
+        positions = [local.index(d) for d in mine]
+        devices = []
+        for p in range(self.count):
+            theirs = sorted((d for d in jax.devices() if d.process_index == p and d.platform == platform),
+                            key=lambda d: d.id)
+            devices += [theirs[i] for i in positions]
+        return devices
 
     def host_sum(self, send: np.ndarray, what: str) -> np.ndarray:
         import jax

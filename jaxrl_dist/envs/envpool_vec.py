@@ -4,7 +4,8 @@ Hot path. Actors call recv/send 10k-100k times a second, so this adapter talks t
 (`_recv`/`_send`/`_reset`, the same calls EnvPool's own Python wrapper makes) with state indices and dtypes
 resolved once, instead of going through the wrapper's per-call dict building and tree unflattening.
 
-Facts about EnvPool (1.2.x) this relies on, each checked in tests/test_envs.py or noted here:
+Facts about EnvPool (1.2.x) this relies on, each checked in tests/test_envs.py, tests/test_atari_lives.py or noted
+here:
   * `_recv` returns freshly allocated arrays each call (owned through a capsule, never reused while referenced), so
     batches are handed out without copying.
   * `_send` does NOT copy actions: worker threads read the action array later, when they step the env. The adapter
@@ -13,6 +14,25 @@ Facts about EnvPool (1.2.x) this relies on, each checked in tests/test_envs.py o
   * EnvPool sets `trunc` only together with `done`, and some tasks (e.g. Catch-v0, highway-v0) ignore
     `max_episode_steps` altogether. The adapter derives truncation from `elapsed_step >= limit` and, where EnvPool did
     not end the episode, resets that env itself on the next send.
+  * A terminal state on the step of EnvPool's own limit comes as done and trunc together, indistinguishable from a
+    plain time limit. So EnvPool's limit is set one step beyond the adapter's, which truncates and resets by itself
+    (as above) and reads EnvPool's `done` at its limit as a termination. Not with `episodic_life`, where a reset is
+    not a restart (see below); Atari's info tells those rows apart instead, other such tasks (ViZDoom) keep the
+    ambiguity on that one step.
+  * After a done row, an env's next row is its reset row, whatever the task: that is what `first` is derived from.
+    `elapsed_step == 0` is not: with `episodic_life` (Atari, ViZDoom) a lost life ends the episode (done) and the
+    next row starts a new life, but `elapsed_step` only restarts with a new game.
+  * Atari (tasks with `info:lives`, `info:reward`, `info:terminated`; checked on Breakout-v5 with episodic_life):
+      - a lost life: done, not trunc, `info:terminated` 0 (game over is 1), `info:lives` one lower;
+      - the next row (new life): `elapsed_step` unchanged, reward and `info:reward` 0, the same lives, and the frame
+        stack continued by one frame (the old three and the frame after the no-ops / FIRE of the new life); the
+        action sent for it is ignored, as for every reset row;
+      - after a game over or EnvPool's time limit: `elapsed_step` 0, full lives, a stack of one repeated frame;
+      - a life lost on the step of EnvPool's limit: done and trunc, lives one lower, the next row a new game;
+      - `reward` is clipped with `reward_clip`; `info:reward` is the game's own.
+    From these the adapter reports whole games: `score` is `info:reward`, `game_over` is `info:terminated` or the
+    time limit, and a done-and-trunc row is terminated where the game ended or (with `episodic_life`) a life was lost
+    on it, which takes each env's lives of its previous row.
   * In sync mode (batch_size == num_envs) results land in slots by position within one `_send`/`_reset` call, so a
     forced reset and a step in the same round would overwrite each other; forced resets are then collected first.
     For the same reason a sync-mode caller must send all num_envs actions in one `send` (as EnvPool itself requires).
@@ -33,6 +53,7 @@ from jaxrl_dist.errors import UserError
 warnings.filterwarnings("ignore", message=r".*precision lowered by casting", category=UserWarning)
 
 _STATE_KEYS = ("info:env_id", "elapsed_step", "done", "trunc", "reward", "obs")
+_GAME_KEYS = ("info:reward", "info:terminated", "info:lives")  # Atari's: the real score, game over, lives
 _ACTION_KEYS = ["env_id", "players.env_id", "action"]
 
 
@@ -67,10 +88,13 @@ class EnvPoolVecEnv:
         import envpool  # Imported here: a custom-env user need not have EnvPool working.
 
         kwargs = dict(kwargs or {})
-        if max_episode_steps > 0:
-            kwargs["max_episode_steps"] = max_episode_steps
         threads = num_threads or min(os.cpu_count() or 1, num_envs)
         try:
+            config = envpool.make_spec(task_id, **kwargs).config
+            limit = max_episode_steps or normalize_max_steps(int(config.max_episode_steps))
+            self._episodic_life = bool(getattr(config, "episodic_life", False))
+            if limit:  # one step beyond ours, so that EnvPool's done at our limit is a termination (module doc)
+                kwargs["max_episode_steps"] = limit if self._episodic_life else limit + 1
             env = envpool.make(
                 task_id, env_type="gymnasium", num_envs=num_envs, batch_size=batch_size, num_threads=threads,
                 seed=seed, **kwargs,
@@ -84,7 +108,6 @@ class EnvPoolVecEnv:
         self._env = env
         self.num_envs = num_envs
         self.batch_size = batch_size
-        limit = normalize_max_steps(int(env.spec.config.max_episode_steps))
         obs_space = getattr(env, "single_observation_space", env.observation_space)
         act_space = getattr(env, "single_action_space", env.action_space)
         self.spec: EnvSpec = spec_from_spaces(obs_space, act_space, limit, name=task_id)
@@ -101,6 +124,8 @@ class EnvPoolVecEnv:
         self._any_forced = False
         self._stash: list[np.ndarray] | None = None
         self._stash_only = False
+        self._ended = np.ones(num_envs, bool)  # each env's latest row ended its episode: its next row is a reset
+        self._lives = np.zeros(num_envs, np.int32)  # Atari: each env's lives in its latest row
 
     def _bind_fast_path(self, task_id: str) -> None:
         """Resolves state indices and dtypes once; fails loudly if EnvPool's binding changed shape."""
@@ -115,6 +140,9 @@ class EnvPoolVecEnv:
         (self._i_id, self._i_elapsed, self._i_done, self._i_trunc, self._i_reward, self._i_obs) = (
             keys.index(k) for k in _STATE_KEYS
         )
+        # Atari's info (module doc); other tasks report `reward` as their score and every episode end as game over.
+        self._game = all(k in keys for k in _GAME_KEYS)
+        self._i_score, self._i_over, self._i_lives = (keys.index(k) if self._game else -1 for k in _GAME_KEYS)
         raw_obs_dtype = np.dtype(env._spec._state_spec[self._i_obs][0])
         self._obs_cast = None if obs_dtype_for(raw_obs_dtype) == raw_obs_dtype else obs_dtype_for(raw_obs_dtype)
         # EnvPool wants its own action dtype (float64 for MuJoCo, int32 for discrete); callers pass float32 / int.
@@ -128,6 +156,7 @@ class EnvPoolVecEnv:
 
         Call it before the first recv, not while sends are in flight (EnvPool would return their results too).
         """
+        self._ended[:] = True
         self._force_reset[:] = False
         self._any_forced = False
         self._stash = None
@@ -146,19 +175,43 @@ class EnvPoolVecEnv:
         elapsed = s[self._i_elapsed]
         done = s[self._i_done]
         trunc = s[self._i_trunc]
+        reward = s[self._i_reward]
         terminated = done > trunc  # done & ~trunc on bools, in one ufunc
+        if self._game:
+            score, over, terminated = self._game_rows(s, ids, trunc, terminated)
+        else:
+            score, over = reward, None
         if self._limit:
-            trunc = trunc | (elapsed >= self._limit)
+            at_limit = elapsed >= self._limit
+            trunc = trunc | at_limit
             np.greater(trunc, terminated, out=trunc)  # never truncated together with terminated
             forced = trunc > done
-            if np.count_nonzero(forced):  # EnvPool ignored the limit for these envs: reset them at their next send.
+            if np.count_nonzero(forced):  # EnvPool did not end these episodes: reset the envs at their next send.
                 self._force_reset[ids[forced]] = True
                 self._any_forced = True
+        ended = terminated | trunc
+        first = self._ended.take(ids)  # take / put: the fancy-index forms cost twice as much
+        self._ended.put(ids, ended)
+        if over is None:
+            game_over = ended
+        else:
+            game_over = over | at_limit if self._limit else over
         obs = s[self._i_obs]
         if self._obs_cast is not None:
             obs = obs.astype(self._obs_cast)
-        # logical_not(elapsed) is elapsed == 0, at half the cost of the comparison.
-        return StepBatch(ids, obs, s[self._i_reward], terminated, trunc, np.logical_not(elapsed))
+        return StepBatch(ids, obs, reward, terminated, trunc, first, score, game_over)
+
+    def _game_rows(self, s: list[np.ndarray], ids: np.ndarray, trunc: np.ndarray, terminated: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Atari rows: (score, game over, terminated), where a row that is both done and trunc (EnvPool's limit) is
+        terminated if the game ended or, with `episodic_life`, a life was lost on it."""
+        over = s[self._i_over].astype(bool)
+        hidden = trunc & over
+        if self._episodic_life:
+            lives = s[self._i_lives]
+            hidden |= trunc & (lives < self._lives.take(ids))
+            self._lives.put(ids, lives)
+        return s[self._i_score], over, terminated | hidden
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray) -> None:
         """Steps the envs `env_ids` with `actions` ([B] int or [B, *action_shape] float32); returns at once."""

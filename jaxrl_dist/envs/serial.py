@@ -6,7 +6,10 @@ EnvPool, so that actors and tests cannot tell the backends apart:
     them and returns their results in that order. With batch_size < num_envs this is EnvPool's async round robin.
   * Next-step autoreset: after a step that ends an episode, that env's next step ignores its action, resets it and
     returns the first observation with reward 0, terminated = truncated = False, first = True.
-  * Time limit: after `max_episode_steps` steps an episode that did not terminate is truncated.
+  * Time limit: after `max_episode_steps` steps an episode that did not terminate is truncated; a termination on
+    the limit's own step, or one the env reports together with `truncated`, is terminated only.
+  * Games: a `BaseEnv` has no lives, so every episode is a whole game (`game_over` = terminated | truncated) and its
+    score is its reward (`score` is the `reward` array).
   * Seeding: instance i is reset with seed + i the first time and with None afterwards, so each env keeps one RNG.
 
 Stepping is deterministic: the same seeds and actions give the same batches, whatever the threads.
@@ -118,7 +121,7 @@ class SerialVecEnv:
             else:
                 obs[k], reward[k], terminated[k], truncated[k] = self._step_one(i, action)
             self._in_flight[i] = False
-        return StepBatch(ids, obs, reward, terminated, truncated, first)
+        return StepBatch(ids, obs, reward, terminated, truncated, first, reward, terminated | truncated)
 
     def _reset_one(self, i: int) -> np.ndarray:
         seed = None if self._seeded[i] else self._seed + i

@@ -74,14 +74,26 @@ def _listify(value: Any) -> Any:
 class StepBatch(NamedTuple):
     """One batch of env results, as returned by `VecEnv.recv`. B is the VecEnv's batch_size.
 
+    Two notions of "episode": the learning episode, which `terminated` / `truncated` end and `first` starts, and the
+    game, which `game_over` ends and whose return statistics and evaluation report in `score`. They differ only
+    where a lost life ends a learning episode (EnvPool Atari with `episodic_life=True`, as CleanRL trains): the env
+    then goes on with the same game in a new life, which starts with a `first` row.
+
     Attributes:
         env_ids: int32 [B], which env each row belongs to; pass it back to `send` with the actions.
         obs: [B, *obs_shape] of `EnvSpec.obs_dtype`: the observation after the step, or the first observation of a
             new episode where `first`.
-        reward: float32 [B], reward of the step; 0 where `first`.
-        terminated: bool [B], the step reached a terminal state (do not bootstrap).
-        truncated: bool [B], the episode was cut (time limit); bootstrap from `obs`. Never set with `terminated`.
-        first: bool [B], `obs` starts a new episode; no transition ends in this row.
+        reward: float32 [B], reward of the step as the learner gets it (clipped where the env clips, e.g. EnvPool
+            Atari's `reward_clip`); 0 where `first`.
+        terminated: bool [B], the step reached a terminal state (do not bootstrap); with `episodic_life`, also a
+            lost life.
+        truncated: bool [B], the episode was cut (time limit); bootstrap from `obs`. Never set with `terminated`:
+            a terminal state on the time limit's own step is terminated.
+        first: bool [B], `obs` starts a new episode (a new game, or a new life); no transition ends in this row.
+        score: float32 [B], the game's own reward of the step, before any clipping (EnvPool Atari's
+            `info["reward"]`); the same array as `reward` where the env has no other; 0 where `first`.
+        game_over: bool [B], the row ends the game: its episode return is the sum of `score` since the last game
+            over. Set only with `terminated` or `truncated`, and with every one of them but a lost life.
     """
 
     env_ids: np.ndarray
@@ -90,6 +102,8 @@ class StepBatch(NamedTuple):
     terminated: np.ndarray
     truncated: np.ndarray
     first: np.ndarray
+    score: np.ndarray
+    game_over: np.ndarray
 
 
 def obs_dtype_for(dtype: Any) -> np.dtype:

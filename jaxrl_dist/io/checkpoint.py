@@ -16,6 +16,7 @@ reported by `restore` / `read_meta` as a `UserError` naming it, never loaded hal
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -36,6 +37,78 @@ FORMAT_VERSION = 1
 
 _STATE, _META, _EXTRA = "state", "meta", "extra"
 logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """What a training checkpoint says about itself, written and parsed here alone (the JSON `meta` item).
+
+    Attributes:
+        config: the run's resolved config as plain data (`jaxrl_dist.config.to_dict`).
+        env_spec: the env spec as plain data (`EnvSpec.to_dict`).
+        algo: `config.algo.name`, for readers that only list checkpoints.
+        actors: actor threads, whose RNG keys are saved with the state.
+        env_steps: the run's env steps (all groups').
+        updates: learner updates done.
+        group_env_steps: group 0's own env steps (each group resumes from them); `env_steps` without groups.
+        sampler_rng: the replay sampler's generator state, or None.
+        best_eval: the best evaluation return so far, or None.
+        eval: the evaluation's stats (a checkpoint of the best evaluated state), or None.
+    """
+
+    config: dict[str, Any]
+    env_spec: dict[str, Any]
+    algo: str
+    actors: int
+    env_steps: int
+    updates: int
+    group_env_steps: int
+    sampler_rng: dict[str, Any] | None = None
+    best_eval: float | None = None
+    eval: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON layout on disk (the counters nested, as format version 1 has them)."""
+        out: dict[str, Any] = {"actors": self.actors, "config": self.config, "env_spec": self.env_spec,
+                               "algo": self.algo,
+                               "counters": {"env_steps": self.env_steps, "updates": self.updates,
+                                            "group_env_steps": self.group_env_steps},
+                               "sampler_rng": self.sampler_rng, "best_eval": self.best_eval}
+        if self.eval is not None:
+            out["eval"] = self.eval
+        return out
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: Path | str) -> CheckpointMeta:
+        """The meta of a checkpoint read from disk; raises `UserError` naming `where` and the field that is missing
+        or of the wrong type."""
+
+        def field(value: Any, name: str, kind: type | tuple[type, ...], optional: bool = False, low: int = 0) -> Any:
+            if value is None and optional:
+                return None
+            wrong = isinstance(value, bool) or not isinstance(value, kind)  # JSON's true is no count
+            if wrong or (kind is int and value < low):
+                expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+                raise UserError(f"checkpoint {where} is damaged: meta field '{name}' is {value!r}; expected "
+                                f"{expected}" + (f" >= {low}" if kind is int else ""))
+            return value
+
+        if not isinstance(raw, dict):
+            raise UserError(f"checkpoint {where} is damaged: its meta is a {type(raw).__name__}, not a mapping")
+        counters = field(raw.get("counters"), "counters", dict)
+        env_steps = field(counters.get("env_steps"), "counters.env_steps", int)
+        return cls(
+            config=field(raw.get("config"), "config", dict),
+            env_spec=field(raw.get("env_spec"), "env_spec", dict),
+            algo=field(raw.get("algo"), "algo", str),
+            actors=field(raw.get("actors"), "actors", int, low=1),
+            env_steps=env_steps,
+            updates=field(counters.get("updates"), "counters.updates", int),
+            group_env_steps=field(counters.get("group_env_steps", env_steps), "counters.group_env_steps", int),
+            sampler_rng=field(raw.get("sampler_rng"), "sampler_rng", dict, optional=True),
+            best_eval=field(raw.get("best_eval"), "best_eval", (int, float), optional=True),
+            eval=field(raw.get("eval"), "eval", dict, optional=True),
+        )
 
 
 def quiet_orbax_logging() -> None:

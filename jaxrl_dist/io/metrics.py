@@ -1,4 +1,4 @@
-"""Scalar metrics to `metrics.jsonl` (the record of a run) and to TensorBoard (for looking at it).
+"""Scalar metrics to `metrics.jsonl` (the record of a run), to TensorBoard, and to an optional tracker (W&B).
 
 The JSONL file is the source of truth: one JSON object per line, flushed per line, appended to on resume, so it
 can be tailed, grepped, and read back with `read_metrics` even after a crash that cut its last line.
@@ -13,11 +13,14 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxrl_dist.io.experiment import METRICS_FILE
+
+if TYPE_CHECKING:
+    from jaxrl_dist.io.tracking import Tracker
 
 _RESERVED_KEYS = ("env_steps", "wall_s", "time")
 
@@ -55,9 +58,13 @@ class MetricsWriter:
         exp_dir: The experiment directory (must exist).
         tensorboard: Also write every numeric metric as a TensorBoard scalar at step `env_steps`.
         start_time: The process start as `time.time()`; `wall_s` in each record is measured from it.
+        tracker: Also gets the numeric metrics of every record (those TensorBoard gets) and the videos of
+            `log_video` (`jaxrl_dist.io.tracking.open_tracker`); the writer closes it.
     """
 
-    def __init__(self, exp_dir: Path, *, tensorboard: bool = True, start_time: float) -> None:
+    def __init__(self, exp_dir: Path, *, tensorboard: bool = True, start_time: float,
+                 tracker: Tracker | None = None) -> None:
+        self.tracker = tracker
         self.path = Path(exp_dir) / METRICS_FILE
         self._start_time = start_time
         self._lock = threading.Lock()
@@ -116,7 +123,15 @@ class MetricsWriter:
             if self._tb is not None:
                 for name, scalar in tb_scalars:
                     self._tb.add_scalar(name, scalar, global_step=int(env_steps), walltime=now)
+            if self.tracker is not None:
+                self.tracker.log(int(env_steps), dict(tb_scalars))
         return record
+
+    def log_video(self, path: Path, env_steps: int) -> None:
+        """Sends a finished episode video to the tracker, if there is one (TensorBoard gets its own GIF)."""
+        with self._lock:
+            if self.tracker is not None and not self._closed:
+                self.tracker.log_video(path, env_steps)
 
     def flush(self) -> None:
         """Flushes TensorBoard's buffer (JSONL lines are flushed as they are written)."""
@@ -125,7 +140,7 @@ class MetricsWriter:
                 self._tb.flush()
 
     def close(self) -> None:
-        """Flushes and closes both outputs; further `write`s raise. Safe to call twice."""
+        """Flushes and closes every output, the tracker too; further `write`s raise. Safe to call twice."""
         with self._lock:
             if self._closed:
                 return
@@ -133,6 +148,8 @@ class MetricsWriter:
             self._file.close()
             if self._tb is not None:
                 self._tb.close()
+            if self.tracker is not None:
+                self.tracker.close()
 
     def __enter__(self) -> MetricsWriter:
         return self

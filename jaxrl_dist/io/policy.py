@@ -15,7 +15,7 @@ from jaxrl_dist.algos import Algorithm, make_algorithm
 from jaxrl_dist.config import Config, build
 from jaxrl_dist.envs import EnvSpec
 from jaxrl_dist.errors import UserError
-from jaxrl_dist.io.checkpoint import Checkpointer
+from jaxrl_dist.io.checkpoint import Checkpointer, CheckpointMeta
 from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR
 
 
@@ -27,25 +27,25 @@ def checkpoint_target(algo: Algorithm, actors: int) -> dict[str, Any]:
     }
 
 
-def _restore(directory: Path, step: int | None) -> tuple[dict[str, Any], dict[str, Any], Config, EnvSpec, Algorithm]:
+def _restore(directory: Path, step: int | None) -> tuple[dict[str, Any], CheckpointMeta, Config, EnvSpec, Algorithm]:
     """A checkpoint's arrays and meta, with the config, env spec and algorithm rebuilt from the meta."""
     with Checkpointer(directory) as ckpt:
-        meta = ckpt.read_meta(step)
         step_dir = Path(directory) / str(step if step is not None else ckpt.latest_step())
+        meta = CheckpointMeta.parse(ckpt.read_meta(step), step_dir)
         try:
-            cfg, spec, actors = build(meta["config"]), EnvSpec.from_dict(meta["env_spec"]), int(meta["actors"])
+            cfg, spec = build(meta.config), EnvSpec.from_dict(meta.env_spec)
         except UserError as err:
             raise UserError(f"checkpoint {step_dir} holds a config this jaxrl_dist cannot build: {err}") from None
         except (KeyError, TypeError, ValueError) as err:
             raise UserError(
-                f"checkpoint {step_dir} is unreadable (meta lacks or garbles {type(err).__name__}: {err})"
+                f"checkpoint {step_dir} is damaged: its env spec lacks or garbles {type(err).__name__}: {err}"
             ) from None
         algo = make_algorithm(spec, cfg)
-        tree, meta, _ = ckpt.restore(step, target=checkpoint_target(algo, actors))
+        tree, _, _ = ckpt.restore(step, target=checkpoint_target(algo, meta.actors))
     return tree, meta, cfg, spec, algo
 
 
-def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint(directory: Path, step: int | None = None) -> tuple[dict[str, Any], CheckpointMeta]:
     """Reads a checkpoint from its files alone: `({"learner": state, "actor_keys": keys}, meta)`.
 
     Raises:
@@ -77,7 +77,7 @@ class LoadedPolicy:
     spec: EnvSpec
     algo: Algorithm
     params: Any
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     name: str = ""
 
     def __call__(self, obs: Any) -> dict[str, jax.Array]:
@@ -126,6 +126,6 @@ def load_policy(experiment: str | Path, step: int | str | None = None) -> Loaded
         what = "best checkpoint (did the run evaluate?)" if step == "best" else "checkpoint (has the run saved one yet?)"
         raise UserError(f"no {what} in {exp}: it has no {folder}/ folder")
     tree, meta, cfg, spec, algo = _restore(ckpt_dir, None if step == "best" else step)  # type: ignore[arg-type]
-    saved_step = int(meta["counters"]["env_steps"])
+    saved_step = meta.env_steps
     name = f"best-{saved_step}" if step == "best" else str(saved_step)
     return LoadedPolicy(exp, saved_step, cfg, spec, algo, algo.actor_params(tree["learner"]), meta, name)

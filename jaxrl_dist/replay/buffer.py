@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxrl_dist.algos.base import Transition
+from jaxrl_dist.records import Transition
 
 
 class Partition:

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from jaxrl_dist.algos.base import Transition
+from jaxrl_dist.records import Transition
 from jaxrl_dist.replay.buffer import Partition
 from jaxrl_dist.replay.nstep import NStepWriter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from jaxrl_dist.algos.base import Transition
+from jaxrl_dist.records import Transition
 
 
 class NStepWriter:

@@ -12,9 +12,10 @@ tree, so item `i` is drawn with `P(i) = p_i / sum_j p_j` over all stored items. 
 with `beta` annealed linearly from `beta_start` to `beta_end` over `beta_steps` env steps.
 
 Priority feedback: the learner returns `|TD error|` for every sampled item of a call, with the item's index
-(partition, sequence number mod 2^31), through `feedback()`, a queue that never blocks the learner. The sampler
-applies what has arrived, as `(|td| + eps) ** alpha`, before its next draw. An item whose slot was overwritten (or
-left the sampleable window) since it was drawn is **dropped**: its feedback would describe another transition.
+(partition, sequence number mod 2^31), through `feedback()` (a `PriorityFeedback`), a queue that never blocks the
+learner. The sampler applies what has arrived, as `(|td| + eps) ** alpha`, before its next draw. An item whose slot
+was overwritten (or left the sampleable window) since it was drawn is **dropped**: its feedback would describe
+another transition.
 In async mode the sampler applies only the feedback whose device results are ready (it never waits for the learner),
 so updates arrive one or two learner calls late; in serial mode it applies all of it, in order, so runs stay
 deterministic.
@@ -27,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from jaxrl_dist.algos.base import PrioritizedBatch
+from jaxrl_dist.records import PrioritizedBatch, PriorityFeedback
 from jaxrl_dist.replay.buffer import Partition, ReplayBuffer
 from jaxrl_dist.replay.sumtree import SumTree
 
@@ -85,16 +86,16 @@ class PrioritizedReplay(ReplayBuffer):
         # [low, high): the sequence numbers each tree holds priorities for (only the sampler thread changes them).
         self.window = [[0, 0] for _ in self.partitions]
         self.max_priority = 1.0
-        self._pending: collections.deque[tuple[Any, Any]] = collections.deque(maxlen=feedback_depth)
+        self._pending: collections.deque[PriorityFeedback] = collections.deque(maxlen=feedback_depth)
         self.applied = 0  # feedback items applied (for tests and metrics)
         self.dropped = 0  # feedback items dropped because their slot was overwritten
 
     # --- the learner's side -------------------------------------------------------------------------------------
 
-    def feedback(self, index: Any, td_abs: Any) -> None:
-        """Queues new priorities: `index` `[..., 2]` int (partition, seq mod 2^31) and `td_abs` `[...]` float, numpy
-        or device arrays (not waited for here). Thread-safe; never blocks."""
-        self._pending.append((index, td_abs))
+    def feedback(self, feedback: PriorityFeedback) -> None:
+        """Queues new priorities: `index` `[..., 2]` int (partition, seq mod 2^31) and `priority` `[...]` float
+        `|td|`, numpy or device arrays (not waited for here). Thread-safe; never blocks."""
+        self._pending.append(feedback)
 
     # --- the sampler's side -------------------------------------------------------------------------------------
 

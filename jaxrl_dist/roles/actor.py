@@ -1,4 +1,5 @@
-"""The actor role: steps its vectorized env with the newest parameters it has and writes its replay partition."""
+"""The actor role: steps its vectorized env with the parameters its data path allows and hands what it saw to the
+path's writer."""
 
 from __future__ import annotations
 
@@ -9,121 +10,77 @@ import numpy as np
 
 from jaxrl_dist.algos.base import Algorithm
 from jaxrl_dist.envs import EpisodeStats, VecEnv
-from jaxrl_dist.replay import NStepWriter, Partition
+from jaxrl_dist.roles.datapath import Writer
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
-from jaxrl_dist.roles.segments import SegmentFeed
-from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
+from jaxrl_dist.roles.sync import Limiter, ParamStore
 
 
 class Actor:
-    """One actor: an env, its n-step writer and replay partition, and a jitted exploring policy.
+    """One actor: an env, its jitted exploring policy, and its data path's writer.
 
-    `step()` does one recv -> write -> act -> send round; the async runner calls it in a loop on a thread, the serial
-    runner calls it inline. With `deterministic`, each batch is ordered by env id so that a serial run does not
-    depend on EnvPool's thread timing.
+    `step()` does one recv -> act -> send -> write round; the async runner calls it in a loop on a thread, the serial
+    runner calls it inline. The writer (replay partition or on-policy segments) is all the actor knows of where its
+    experience goes, and it says which parameters the actor may use (`refresh_params`). With `deterministic`, each
+    batch is ordered by env id so that a serial run does not depend on EnvPool's thread timing.
 
     Args:
-        index: actor number (its key in the limiter's counters).
+        index: actor number (its slot in the limiter's counters).
         env: the actor's vectorized env.
         algo: the algorithm's pure functions.
-        writer: turns steps into n-step transitions.
-        partition: the replay partition this actor alone writes.
+        writer: the data path's writer for this actor (`jaxrl_dist.roles.datapath.Writer`).
         params: the parameter store the learner publishes to.
-        limiter: the replay-ratio limiter.
+        limiter: the data path's limiter.
         key: PRNG key of the exploring policy.
         device: where inference runs.
-        max_staleness: most learner updates the parameters in use may lag.
         deterministic: order batches by env id (serial mode).
-        feed: on-policy algorithms: the segment path (`writer` and `partition` are then None); parameters change
-            only between segments, as the feed says.
     """
 
-    def __init__(
-        self,
-        index: int,
-        env: VecEnv,
-        algo: Algorithm,
-        writer: NStepWriter | None,
-        partition: Partition | None,
-        params: ParamStore,
-        limiter: RatioLimiter,
-        key: jax.Array,
-        device: jax.Device,
-        max_staleness: int,
-        deterministic: bool = False,
-        feed: SegmentFeed | None = None,
-    ) -> None:
-        self.index, self.env, self.algo, self.writer, self.partition = index, env, algo, writer, partition
-        self.store, self.limiter, self.device = params, limiter, device
-        self.max_staleness, self.deterministic, self.feed = max_staleness, deterministic, feed
+    def __init__(self, index: int, env: VecEnv, algo: Algorithm, writer: Writer, params: ParamStore,
+                 limiter: Limiter, key: jax.Array, device: jax.Device, deterministic: bool = False) -> None:
+        self.index, self.env, self.algo, self.writer = index, env, algo, writer
+        self.store, self.limiter, self.device, self.deterministic = params, limiter, device, deterministic
         self.key = jax.device_put(key, device)
         self.stats = EpisodeStats(env.num_envs)
-        spec = env.spec
-        self.last_obs = np.zeros((env.num_envs, *spec.obs_shape), spec.obs_dtype)
-        action_dtype = np.int32 if spec.action_kind == "discrete" else np.float32
-        self.last_action = np.zeros((env.num_envs, *spec.action_shape), action_dtype)
         self._act = jax.jit(algo.act)  # runs where its inputs live: the actor device
         self.params, self.version = None, -1
         self.finished: collections.deque[tuple[np.ndarray, np.ndarray]] = collections.deque()  # for the driver
 
     def start(self) -> None:
         self.env.reset()
+        self.stats.reset()  # a game in progress does not carry over (a new life continues its game's sums)
 
     def refresh_params(self, timeout: float = 0.1) -> bool:
-        """Takes the newest parameters; waits while they lag more than `max_staleness`. False on timeout."""
-        if self.feed is not None:
-            return self.feed.refresh(self._take_latest, timeout)
-        self._take_latest()
-        lag = self.limiter.updates - self.version
-        if lag > self.max_staleness and not self.store.wait_newer(self.limiter.updates - self.max_staleness, timeout):
-            return False
-        self._take_latest()
-        return True
+        """Takes the parameters the writer allows (the newest, or as its data path's staleness rule says); False
+        when a wait timed out."""
+        return self.writer.refresh(self._take_latest, timeout)
 
-    def _take_latest(self) -> None:
+    def _take_latest(self) -> int:
+        """Takes the store's newest parameters; returns the version in use."""
         if self.store.version != self.version:
             params, self.version = self.store.latest()
             self.params = jax.device_put(params, self.device)  # a no-op when actor and learner share a device
+        return self.version
 
     def step(self, timers: Timers) -> int:
-        """One round with the env; returns the env steps taken (transitions, reset steps excluded)."""
+        """One round with the env; returns the env steps taken (reset steps excluded)."""
         with timers.span("actor/recv"):
             batch = self.env.recv()
         if self.deterministic:
             order = np.argsort(batch.env_ids)
             batch = type(batch)(*(x[order] for x in batch))
-        ids = batch.env_ids
+        steps = len(batch.first) - int(np.count_nonzero(batch.first))
+        eps = self.algo.exploration(self.limiter.env_steps + steps)
+        with timers.span("actor/inference"):
+            out, self.key = self._act(self.params, batch.obs, self.key, eps)
+            out = jax.device_get(out)
+            actions = self.writer.action(out)
+        self.env.send(actions, batch.env_ids)
         with timers.span("actor/write"):
-            moved = ~batch.first
-            t = None
-            if self.writer is None:  # on-policy: the segment row is written with the policy's outputs below
-                steps = int(moved.sum())
-            elif moved.all():
-                steps = len(ids)
-                t = self.writer.step(ids, self.last_obs[ids], self.last_action[ids], batch.reward, batch.obs,
-                                     batch.terminated, batch.truncated)
-            else:
-                steps = int(moved.sum())
-                sel = ids[moved]
-                t = self.writer.step(sel, self.last_obs[sel], self.last_action[sel], batch.reward[moved],
-                                     batch.obs[moved], batch.terminated[moved], batch.truncated[moved]) if steps else None
-            if t is not None and self.partition is not None:
-                self.partition.add(t)
-            self.last_obs[ids] = batch.obs
+            self.writer.write(batch, out, timers)
             returns, lengths = self.stats.update(batch)
             if len(returns):
                 self.finished.append((returns, lengths))
         self.limiter.add_env_steps(self.index, steps)
-        eps = self.algo.exploration(self.limiter.env_steps)
-        with timers.span("actor/inference"):
-            actions, self.key = self._act(self.params, batch.obs, self.key, eps)
-            if self.feed is not None:  # a record of the policy's outputs for the segment, with the action
-                record = jax.device_get(actions)
-                self.feed.write(batch, record, timers)
-                actions = record.action
-            actions = np.asarray(actions)
-        self.last_action[ids] = actions
-        self.env.send(actions, ids)
         return steps
 
     def run(self, lifetime: Lifetime, timers: Timers, total_env_steps: int) -> None:

@@ -22,18 +22,10 @@ import numpy as np
 from jaxrl_dist.algos.base import Algorithm
 from jaxrl_dist.envs import EnvSpec, VecEnv
 from jaxrl_dist.io.video import EpisodeVideo, RenderError, frame_getter
+from jaxrl_dist.records import Snapshot
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
 
 POLL_S = 0.02  # how often the evaluator thread checks whether an evaluation is due
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """What one evaluation evaluates: a learner state and the counters at the moment it was taken."""
-
-    env_steps: int
-    updates: int
-    state: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +163,9 @@ class Evaluator:
                     clip = None
                     self._video_off(f"{type(err).__name__}: {err}".splitlines()[0][:200])
             live = ~done[ids] & ~batch.first
-            returns[ids[live]] += batch.reward[live]
+            returns[ids[live]] += batch.score[live]  # the game's own score, not the clipped reward
             lengths[ids[live]] += 1
-            done[ids[live & (batch.terminated | batch.truncated)]] = True
+            done[ids[live & batch.game_over]] = True  # a whole game: a lost life (episodic_life) goes on
             if done.all():
                 break
             if stop is not None and stop.is_set():

@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxrl_dist.config import Config, to_dict
-from jaxrl_dist.distributed.groups import Peers
+from jaxrl_dist.config import Config
+from jaxrl_dist.distributed.peers import Peers
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
 from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, VIDEO_DIR
-from jaxrl_dist.io.policy import checkpoint_target
 from jaxrl_dist.io.video import TensorBoardVideos, recorder
-from jaxrl_dist.roles.evaluator import EvalResult, Snapshot, next_multiple
-from jaxrl_dist.roles.graph import Counters, Graph, attach_video, build_graph
+from jaxrl_dist.records import Snapshot
+from jaxrl_dist.roles.evaluator import EvalResult, next_multiple
+from jaxrl_dist.roles.graph import Graph, Setup, attach_video, build_graph
+from jaxrl_dist.roles.resume import checkpoint_meta, checkpoint_tree, read_counters, restore
+from jaxrl_dist.roles.sync import Counters
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -82,7 +83,7 @@ class Driver:
         if graph.evaluator is not None and cfg.eval.video:
             self.tb_videos = TensorBoardVideos(exp_dir / "tb") if cfg.log.tensorboard else None
             video = recorder(exp_dir / VIDEO_DIR, cfg.eval.video_fps, "eval_", self.tb_videos)
-            attach_video(graph.evaluator, cfg, graph.sizes, video, lambda msg: self.progress.log(msg))
+            attach_video(graph.evaluator, cfg, graph.plan.eval_seed, video, lambda msg: self.progress.log(msg))
 
     # ------------------------------------------------------------------------------------------------ entry
 
@@ -127,31 +128,32 @@ class Driver:
     def _run_serial(self) -> None:
         """One thread, deterministic: an env round, then every update the ratio allows, then the driver's duties."""
         g, stop = self.g, self.g.lifetime.stop_event
-        actor, learner, limiter, k = g.actors[0], g.learner, g.limiter, g.sizes.updates_per_call
+        actor, learner, limiter, k = g.actors[0], g.learner, g.limiter, g.plan.updates_per_call
         actor.start()
-        while not stop.is_set() and limiter.env_steps < g.sizes.group_env_steps:
+        while not stop.is_set() and limiter.env_steps < g.plan.env_step_budget:
             actor.refresh_params()
             actor.step(g.timers)
-            while not stop.is_set() and limiter.learner_may_run(k) and g.learner_ready():
-                learner.train_call(g.prefetch.produce(), g.timers)
+            while not stop.is_set() and limiter.learner_may_run(k) and g.path.ready():
+                learner.train_call(g.path.next_batch(), g.timers)
             self._tick()
         limiter.finished = True
         while not stop.is_set() and limiter.learner_may_run(k):
-            learner.train_call(g.prefetch.produce(), g.timers)
+            learner.train_call(g.path.next_batch(), g.timers)
         learner.leave()
 
     def _run_async(self) -> None:
         """Role threads; this thread watches them and does evaluation, logging and checkpoints."""
         g, cfg = self.g, self.cfg
-        life, total = g.lifetime, g.sizes.group_env_steps
-        warm = g.warmup_batches()
+        life, total = g.lifetime, g.plan.env_step_budget
+        warm = g.path.warmup_batches()
         actors = [life.spawn(f"actor{a.index}", functools.partial(a.run, life, g.timers, total)) for a in g.actors]
-        life.spawn("sampler", g.prefetch.run)
-        learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.prefetch, warm))
+        for name, loop in g.path.threads():
+            life.spawn(name, loop)
+        learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.path.queue, warm))
         if g.evaluator is not None:
             life.spawn("evaluator", functools.partial(
                 g.evaluator.run_thread, life, g.timers, self._snapshot, self.next_eval, cfg.eval.interval,
-                self.eval_results, g.sizes.eval_envs,
+                self.eval_results, g.plan.eval_envs,
             ))  # fmt: skip
         while not life.stop_event.wait(0.02):
             if not g.limiter.finished and not any(t.is_alive() for t in actors):
@@ -201,10 +203,9 @@ class Driver:
             self.progress.log(f"jax profile: {self.exp_dir / 'jax_profile'} (open the trace.json.gz in ui.perfetto.dev)")
 
     def _snapshot(self) -> Snapshot:
-        """The newest learner state with its counters (read by the evaluator thread too: one tuple read)."""
-        steps = self.g.limiter.total_steps
-        state, updates = self.g.learner.snapshot
-        return Snapshot(steps, updates, state)
+        """The newest learner state with its updates, at the run's env steps now (read by the evaluator thread too:
+        one attribute read)."""
+        return self.g.learner.snapshot._replace(env_steps=self.g.limiter.total_steps)
 
     def _evaluate_now(self, stop: threading.Event | None = None) -> None:
         """Evaluates the newest learner state in this thread (serial mode, and the final evaluation); an
@@ -246,7 +247,7 @@ class Driver:
         ups = (updates - self.last_log_updates) / dt
         record: dict[str, Any] = {
             "updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
-            "replay/size": g.replay.size(), "replay/prefetch_depth": g.prefetch.depth(),
+            "replay/size": g.path.size(), "replay/prefetch_depth": g.path.queue.depth(),
             "params/version": g.store.version,
         }
         if self.returns:
@@ -267,42 +268,25 @@ class Driver:
         g = self.g
         if self.ckpt is None:
             return
-        state, updates = g.learner.snapshot
-        steps = g.limiter.total_steps
-        extra = g.replay.state_dict() if self.cfg.checkpoint.save_replay else None
+        snap = self._snapshot()
+        extra = g.path.state_dict() if self.cfg.checkpoint.save_replay else None
         with g.timers.span("checkpoint/save"):
-            self.ckpt.save(steps, self._tree(state), self._meta(steps, updates), extra)
+            meta = checkpoint_meta(g, snap.env_steps, snap.updates, self.best_eval)
+            self.ckpt.save(snap.env_steps, checkpoint_tree(g, snap.state), meta.to_dict(), extra)
             best, self.best_pending = self.best_pending, None
             if best is not None and self.best_ckpt is not None:
-                snap = best.snapshot
-                meta = {**self._meta(snap.env_steps, snap.updates), "eval": best.stats}
-                if not self.best_ckpt.save(snap.env_steps, self._tree(snap.state), meta):
-                    self.progress.log(f"warning: best checkpoint of step {snap.env_steps} not written: "
+                at = best.snapshot
+                meta = checkpoint_meta(g, at.env_steps, at.updates, self.best_eval, best.stats)
+                if not self.best_ckpt.save(at.env_steps, checkpoint_tree(g, at.state), meta.to_dict()):
+                    self.progress.log(f"warning: best checkpoint of step {at.env_steps} not written: "
                                       f"{self.best_ckpt.directory} holds a later step (from before a resume)")
-
-    def _tree(self, state: Any) -> dict[str, Any]:
-        """A checkpoint's arrays: the learner state and the actors' RNG keys, on the host."""
-        return jax.device_get({"learner": state, "actor_keys": jnp.stack([a.key for a in self.g.actors])})
-
-    def _meta(self, steps: int, updates: int) -> dict[str, Any]:
-        g = self.g
-        return {
-            "actors": len(g.actors),
-            "config": to_dict(self.cfg),
-            "env_spec": g.spec.to_dict(),
-            "algo": self.cfg.algo.name,
-            # env_steps: the run's (all groups'); group_env_steps: group 0's, where each group resumes from
-            "counters": {"env_steps": steps, "updates": updates, "group_env_steps": g.limiter.env_steps},
-            "sampler_rng": g.sampler_rng.bit_generator.state,
-            "best_eval": self.best_eval,
-        }
 
     def _finish(self) -> None:
         """Final evaluation (unless the last one is current), final checkpoint, last metrics line."""
         g, steps = self.g, self.g.limiter.total_steps
         self._drain_evals()  # results the evaluator thread finished before it stopped
         # The learner may have caught up on updates after the actors' last env step: compare updates too.
-        current = (steps, g.learner.snapshot[1])
+        current = (steps, g.learner.snapshot.updates)
         if g.evaluator is not None and not self.solved and not self.signal and self.last_eval != current:
             self._evaluate_now()
         self.save()
@@ -317,40 +301,11 @@ class Driver:
         self.metrics.close()
 
 
-def restore(graph: Graph, ckpt: Checkpointer, step: int | None = None) -> dict[str, Any]:
-    """Loads a checkpoint into a freshly built graph (same config); returns its meta. With groups every group
-    loads group 0's checkpoint, and its actors fold their group into the saved keys."""
-    g = graph
-    target = checkpoint_target(g.algo, len(g.actors))
-    tree, meta, extra = ckpt.restore(step, target=target)
-    state = g.placement.put_replicated(tree["learner"])
-    updates = int(meta["counters"]["updates"])
-    local = g.placement.local(state)
-    g.learner.state, g.learner.snapshot = state, (local, updates)
-    g.store.publish(g.algo.actor_params(local), updates)
-    for actor, key in zip(g.actors, tree["actor_keys"]):
-        if g.group is not None and not g.lead:
-            key = jax.random.fold_in(key, g.group.rank)
-        actor.key = jax.device_put(key, actor.device)
-    if g.lead:
-        g.sampler_rng.bit_generator.state = meta["sampler_rng"]
-    if extra is not None and g.group is None:  # with groups each group refills its own replay
-        g.replay.load_state_dict(extra)
-    return meta
-
-
-def read_counters(ckpt: Checkpointer, save_replay: bool) -> Counters:
-    meta = ckpt.read_meta()
-    c = meta["counters"]
-    total = int(c["env_steps"])
-    own = int(c.get("group_env_steps", total))  # a checkpoint of a run with groups: group 0's share
-    return Counters(own, int(c["updates"]), replay_restored=save_replay, peer_steps=total - own)
-
-
-def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float, group: Peers | None = None) -> RunResult:
+def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float, group: Peers | None = None,
+          setup: Setup | None = None) -> RunResult:
     """Builds the graph (restoring the latest checkpoint on resume) and runs it to the end. With MPI groups or
     `jax.distributed` processes, pass this process's `group`: only rank 0 writes checkpoints, every rank restores
-    from them."""
+    from them. `setup` is the run's `prepare(cfg, group)` when the caller made it already."""
     lead = group is None or group.lead
     ckpt = Checkpointer(exp_dir / "checkpoints", keep=cfg.checkpoint.keep) if lead or resume else None
     graph = None
@@ -358,9 +313,9 @@ def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float, group:
         counters = read_counters(ckpt, cfg.checkpoint.save_replay) if ckpt is not None and resume else Counters()
         if group is not None:
             counters = dataclasses.replace(counters, replay_restored=False)  # the replay saved is group 0's
-        graph = build_graph(cfg, counters=counters, group=group)
-        meta = restore(graph, ckpt) if ckpt is not None and resume else {}
-        return run_graph(graph, exp_dir, start_time, ckpt if lead else None, best_eval=meta.get("best_eval"))
+        graph = build_graph(cfg, counters=counters, group=group, setup=setup)
+        best = restore(graph, ckpt).best_eval if ckpt is not None and resume else None
+        return run_graph(graph, exp_dir, start_time, ckpt if lead else None, best_eval=best)
     finally:
         if graph is not None:
             graph.close()

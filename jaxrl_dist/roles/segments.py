@@ -1,9 +1,10 @@
-"""The on-policy data path: actors cut fixed-length trajectory segments and hand them to the learner, no replay.
+"""The on-policy data path (`AlgorithmDef.data == "segments"`): actors cut fixed-length trajectory segments and
+hand them to the learner, no replay, no sampler.
 
 ```
-actor: recv -> act -> SegmentBuilder row t -> send       (T + 1 rows [N, T + 1, ...]; row T is the next row 0)
+actor: recv -> act -> send -> SegmentFeed row t     (T + 1 rows [N, T + 1, ...]; row T is the next row 0)
   full segment -> device_put to the learner devices, split along envs (async copy, while the learner trains)
-  -> SegmentQueue (bounded) -> learner: one update per segment -> ParamStore version + 1
+  -> BatchQueue (bounded) -> learner: one update per segment -> ParamStore version + 1
 ```
 
 Staleness is counted in segments (one learner update each). A `SegmentFeed` changes its actor's parameters only
@@ -16,17 +17,17 @@ timeout; the caller retries while the run goes on.
 
 from __future__ import annotations
 
-import queue
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from jaxrl_dist.algos.base import Segment
-from jaxrl_dist.envs import EnvSpec
-from jaxrl_dist.replay.prefetch import Prefetcher
+from jaxrl_dist.envs import EnvSpec, StepBatch, VecEnv
+from jaxrl_dist.records import Segment
+from jaxrl_dist.roles.datapath import PathInputs
 from jaxrl_dist.roles.lifetime import Timers
-from jaxrl_dist.roles.sync import ParamStore, RatioLimiter
+from jaxrl_dist.roles.sampler import BatchQueue
+from jaxrl_dist.roles.sync import Counters, ParamStore, SegmentLimiter
 
 
 def segment_arrays(spec: EnvSpec, record: Any, num_envs: int, length: int, lead: tuple[int, ...] = ()) -> Segment:
@@ -42,59 +43,6 @@ def segment_arrays(spec: EnvSpec, record: Any, num_envs: int, length: int, lead:
                    flags(), flags(), policy)
 
 
-class SegmentLimiter(RatioLimiter):
-    """The learner runs one update per segment handed over; actors are paced by their parameter versions (see
-    `SegmentFeed`), not by a replay ratio. `segments` counts the segments handed over (from the resume point's
-    update count), so `updates < segments` means one is waiting."""
-
-    def __init__(self, env_steps: int = 0, updates: int = 0, actors: int = 1) -> None:
-        super().__init__(1.0, 0, 0, env_steps, updates, actors)
-        self.segments = updates
-
-    def allowed_updates(self) -> int:
-        return self.segments
-
-    def actor_may_run(self) -> bool:
-        return True
-
-    def add_segment(self) -> None:
-        with self._cond:
-            self.segments += 1
-            self._cond.notify_all()
-
-
-class SegmentQueue(Prefetcher):
-    """The bounded queue of segments already on the learner devices: the learner's feed in place of the replay
-    sampler (`get`; `produce` in serial mode), with the replay's `size` and checkpoint hooks."""
-
-    def __init__(self, depth: int) -> None:  # noqa: D107  # nothing of the sampler's but its queue
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-
-    def put(self, segment: Segment, timeout: float) -> bool:
-        """False when the queue stayed full for `timeout` seconds (0: do not wait)."""
-        try:
-            self._queue.put(segment, block=timeout > 0, timeout=timeout if timeout > 0 else None)
-            return True
-        except queue.Full:
-            return False
-
-    def produce(self) -> Segment:
-        """The next segment, which must be there (serial mode trains what the actor just handed over)."""
-        return self._queue.get_nowait()
-
-    def run(self) -> None:
-        """No sampler thread: actors put segments on the devices themselves."""
-
-    def size(self) -> int:
-        return self._queue.qsize()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}  # on-policy data is not worth keeping: a resumed run collects with its restored policy
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
 class SegmentFeed:
     """One actor's side of the segment path: builds `[N, T + 1]` rows, moves full segments to the learner devices
     and hands them over, and says when the actor may take which parameters.
@@ -104,7 +52,7 @@ class SegmentFeed:
         record: shapes and dtypes of one `act` result `[N, ...]` (`jax.ShapeDtypeStruct` leaves).
         num_envs: the actor's envs N (every recv returns all of them).
         length: T, env steps per segment.
-        out: where segments go (`SegmentQueue`).
+        out: where segments go (the learner's queue).
         limiter: counts segments handed over.
         store: the learner's parameter store.
         placement: the sharding of learner batches `[K, B, ...]` (`LearnerMesh.batches`), or a function that puts
@@ -112,7 +60,7 @@ class SegmentFeed:
         max_staleness: segments the parameters may lag (0: synchronous; 1: a deterministic one-segment lag).
     """
 
-    def __init__(self, spec: EnvSpec, record: Any, num_envs: int, length: int, out: SegmentQueue,
+    def __init__(self, spec: EnvSpec, record: Any, num_envs: int, length: int, out: BatchQueue,
                  limiter: SegmentLimiter, store: ParamStore, placement: Any, max_staleness: int) -> None:
         self.spec, self.record, self.num_envs, self.length = spec, record, num_envs, length
         self.out, self.limiter, self.store, self.placement = out, limiter, store, placement
@@ -123,7 +71,12 @@ class SegmentFeed:
         self.held: Segment | None = None  # a full segment not yet handed over
         self.need: int | None = limiter.segments - max_staleness  # the version to take before the next row
 
-    def write(self, batch: Any, record: Any, timers: Timers) -> None:
+    @staticmethod
+    def action(record: Any) -> np.ndarray:
+        """The env actions in what `act` recorded."""
+        return np.asarray(record.action)
+
+    def write(self, batch: StepBatch, record: Any, timers: Timers) -> None:
         """Row t: a recv batch (all N envs, in any order) and what `act` returned for it (host arrays)."""
         rows, t, ids = self.rows, self.t, batch.env_ids
         rows.obs[ids, t], rows.reward[ids, t] = batch.obs, batch.reward
@@ -148,7 +101,7 @@ class SegmentFeed:
         else:
             self.need = self.limiter.segments + 1 - self.staleness
 
-    def refresh(self, take: Callable[[], None], timeout: float) -> bool:
+    def refresh(self, take: Callable[[], int], timeout: float) -> bool:
         """Before each env round: hands over a held segment and takes the parameters the next rows need, in the
         order `max_staleness` asks for. `take()` takes the store's newest. False when a wait timed out."""
         if self.held is not None and self.staleness == 0 and not self._hand_over(timeout):
@@ -169,3 +122,66 @@ class SegmentFeed:
         if self.staleness == 0:
             self.need = self.limiter.segments  # the update on this segment (and on any handed over before it)
         return True
+
+
+class SegmentPath:
+    """The segment data path of one process (see the module docstring).
+
+    Attributes:
+        limiter: one learner update per segment handed over.
+        queue: segments on the learner devices, handed over by the actors themselves.
+        record: shapes and dtypes of what `act` returns per row (`jax.ShapeDtypeStruct` leaves).
+    """
+
+    feedback = None  # no priorities on this path
+
+    def __init__(self, inputs: PathInputs) -> None:
+        cfg, plan, counters, algo = inputs.cfg, inputs.plan, inputs.counters, inputs.algo
+        self.cfg, self.plan, self.spec, self.placement = cfg, plan, inputs.spec, inputs.placement
+        self.limiter = SegmentLimiter(counters.env_steps, counters.updates, actors=plan.actors,
+                                      peer_steps=counters.peer_steps)
+        self.queue = BatchQueue(depth=1 if cfg.roles.mode == "serial" else max(1, cfg.replay.prefetch - 1))
+        key = jax.random.PRNGKey(0)
+        shapes = jax.eval_shape(algo.init, key)
+        obs = jax.ShapeDtypeStruct((cfg.env.num_envs, *self.spec.obs_shape), self.spec.obs_dtype)
+        self.record = jax.eval_shape(algo.act, algo.actor_params(shapes), obs, key, 0.0)[0]
+
+    def writer(self, index: int, env: VecEnv, store: ParamStore) -> SegmentFeed:
+        placement = self.placement
+        put = placement.put_batches if placement.multiprocess else placement.batches
+        return SegmentFeed(self.spec, self.record, env.num_envs, self.plan.segment_length, self.queue, self.limiter,
+                           store, put, self.cfg.train.max_staleness)
+
+    def threads(self) -> list[tuple[str, Callable[[], None]]]:
+        return []  # actors put segments on the devices themselves
+
+    def next_batch(self) -> Any:
+        """Serial mode: the segment the actor just handed over."""
+        return self.queue.get_nowait()
+
+    def ready(self) -> bool:
+        return self.queue.depth() >= 1
+
+    def warmup_batches(self) -> Any:
+        zeros = segment_arrays(self.spec, self.record, self.cfg.env.num_envs, self.plan.segment_length, lead=(1,))
+        return jax.device_put(zeros, self.placement.batches)
+
+    def target_updates(self, counters: Counters) -> int:
+        """No fixed count: a group whose actors hand over fewer segments than another's ends the run for all at its
+        last one (the stop flag of `GroupSync.leave`), so no group waits for a segment that never comes."""
+        return 2**62
+
+    def size(self) -> int:
+        return self.queue.depth()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}  # on-policy data is not worth keeping: a resumed run collects with its restored policy
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def rng_state(self) -> dict[str, Any] | None:
+        return None
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        pass

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import jax
-
-from jaxrl_dist.config import Config, derive
-from jaxrl_dist.roles.graph import resolve_device, resolve_devices
-
-
-def _name(device: jax.Device) -> str:
-    same = [d for d in jax.local_devices() if d.platform == device.platform]
-    return f"{device.platform}:{same.index(device)}"
+from jaxrl_dist.config import Config, plan
+from jaxrl_dist.distributed.devices import Devices
+from jaxrl_dist.distributed.devices import device_name as _name
 
 
 def describe(cfg: Config) -> str:
@@ -19,12 +13,11 @@ def describe(cfg: Config) -> str:
     Raises:
         ConfigError: A device that is not present (the same check as at the start of a run).
     """
-    sizes = derive(cfg)
+    sizes = plan(cfg)
     serial = cfg.roles.mode == "serial"
-    actors = 1 if serial else cfg.roles.actor.count
-    actor_dev = _name(resolve_device(cfg.roles.actor.device, "roles.actor.device"))
-    learner_devs = resolve_devices(cfg.roles.learner.device, cfg.roles.learner.num_devices, "roles.learner.device")
-    eval_dev = _name(resolve_device(cfg.roles.evaluator.device, "roles.evaluator.device"))
+    actors = sizes.actors
+    devices = Devices.resolve(cfg)
+    actor_dev, learner_devs, eval_dev = _name(devices.actor), devices.learner, _name(devices.evaluator)
     k, batch, shards = sizes.updates_per_call, cfg.replay.batch_size, len(learner_devs)
     where = "the driver's thread" if serial else "threads"
     mesh = f", mesh data={shards} (jit + shard_map, gradients pmean-reduced)" if shards > 1 else ""
@@ -35,7 +28,7 @@ def describe(cfg: Config) -> str:
         f"  actors     {actors} on {where}, inference on {actor_dev}; {cfg.env.num_envs} x {cfg.env.id} each, "
         f"{sizes.env_batch} per recv, {sizes.env_threads} EnvPool threads",
         f"  replay     host memory, {actors} lock-free partition(s) of {sizes.capacity_per_actor} transitions "
-        f"(one writer each), n-step {getattr(cfg.algo, 'n_step', 1)}"
+        f"(one writer each), n-step {sizes.n_step}"
         + (f", prioritized (alpha {cfg.replay.alpha:g}, beta {cfg.replay.beta_start:g}->{cfg.replay.beta_end:g})"
            if cfg.replay.prioritized else "")
         + (", frames stored once" if cfg.replay.frame_dedup else ""),
@@ -59,11 +52,11 @@ def describe(cfg: Config) -> str:
             if groups.overlap:
                 how = "host allreduce in the background, applied one interval later"
             sync = f"learner states averaged every {groups.interval} updates ({how}), free in between"
-        lines.append(f"  groups     {groups.count} x (actors + replay + learner), {sizes.group_env_steps} env steps "
+        lines.append(f"  groups     {groups.count} x (actors + replay + learner), {sizes.env_step_budget} env steps "
                      f"each; {groups.sync}: {sync}; group 0 evaluates and writes; collectives time out after "
                      f"{groups.timeout_s:g} s")
-    if hasattr(cfg.algo, "segment_length"):  # on-policy: segments straight to the learner (roles/segments.py)
-        seg, n = cfg.algo.segment_length, cfg.env.num_envs
+    if sizes.data == "segments":  # on-policy: segments straight to the learner (roles/segments.py)
+        seg, n = sizes.segment_length, cfg.env.num_envs
         on_policy = {
             "  replay": f"  segments   [N={n}, T+1={seg + 1}] per actor, device_put by the actor to the learner "
                         f"devices (split along envs), bounded queue; no replay, no sampler",

@@ -10,22 +10,72 @@ One script serves the whole array: `SLURM_ARRAY_TASK_ID` picks the combination, 
    which forwards them to train; train saves a checkpoint and exits with 128 + the signal.
 4. Exit 0: it writes `slurm_done`. Exit 138 (SIGUSR1): `scontrol requeue` puts the task back in the queue, and the
    requeued task resumes from that checkpoint. Any other code is the task's exit code.
+
+Every value in the shell part is quoted with `shlex.quote`. The header is read by sbatch, not a shell: the launch
+command line and the paths are comments there, and each `#SBATCH` option is quoted for sbatch's own parser
+(`sbatch_word`). A newline would end such a line and turn the rest into a command (which also ends sbatch's
+reading of `#SBATCH` options), so a value with any control character is refused (issue 17).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxrl_dist.errors import UserError
 from jaxrl_dist.slurm.sweep import Combination
 
 DONE_FILE = "slurm_done"  # in a combination's directory: that task finished (exit 0) and never trains again
 MANIFEST_FILE = "manifest.json"
 SCRIPT_FILE = "job.sbatch"
 PREEMPT_EXIT = 128 + 10  # train's exit code after SIGUSR1 (128 + signal number): checkpoint saved, requeue me
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 and DEL: a newline (or CR, NUL, ...) has no place in one line
+_SBATCH_SPECIAL = re.compile(r"[\s\"'\\#]")  # what sbatch splits an #SBATCH line at, or strips, or cuts it at
+_HETJOB = re.compile("hetjob|packjob", re.IGNORECASE)  # anywhere in an #SBATCH line: the next hetjob component
+
+
+class ScriptError(UserError):
+    """A value that cannot be written into the sbatch script as it is (names the option or key and the value)."""
+
+
+def check_line(what: str, value: str) -> str:
+    """Returns `value`, which goes into one line of the script (a comment or an `#SBATCH` line).
+
+    Raises:
+        ScriptError: `value` holds a control character: a newline would end the line and run the rest.
+    """
+    bad = _CONTROL.search(value)
+    if bad:
+        raise ScriptError(f"{what} {value!r} contains the control character {bad.group()!r}; a value that goes "
+                          f"into the sbatch script must be one line of printable text")
+    return value
+
+
+def sbatch_word(what: str, option: str) -> str:
+    """`option` as one argument of an `#SBATCH` line, written so that sbatch reads it back unchanged.
+
+    sbatch splits these lines itself (`get_argument` in Slurm's src/sbatch/opt.c, no shell): whitespace separates
+    arguments, double quotes group them, a backslash makes the next character literal and an unquoted `#` ends the
+    line. So an option with any of these is double-quoted with `"`, `\\` and `#` escaped, which old and new
+    sbatch read alike (`--comment=two words` -> `"--comment=two words"`); other options are written as they are.
+
+    Raises:
+        ScriptError: A control character, or `hetjob`/`packjob`, which sbatch takes anywhere in an `#SBATCH`
+            line for the start of a heterogeneous job's next component.
+    """
+    check_line(what, option)
+    het = _HETJOB.search(option)
+    if het:
+        raise ScriptError(f"{what} {option!r}: sbatch reads an #SBATCH line that contains '{het.group()}' as the "
+                          f"start of another job; use another name")
+    if not _SBATCH_SPECIAL.search(option):
+        return option
+    return '"' + re.sub(r'(["\\#])', r"\\\1", option) + '"'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +92,7 @@ class JobSpec:
         sets: `--set KEY=VALUE` for every task.
         nodes, groups, processes, gpus_per_node, partition, time: the allocation (`None` leaves Slurm's default).
         signal_margin_s: seconds before the time limit at which Slurm sends SIGUSR1.
-        sbatch_args: extra `#SBATCH` options, as written.
+        sbatch_args: extra `#SBATCH` options, one sbatch argument each (`--comment=two words` is one).
         mpi: `srun --mpi=` of a job with several processes. The MPICH wheels of the `mpi` extra speak PMI-2, not
             PMIx (their MPI_Init aborts with "unsupported PMI version PMIx"); `pmix` suits an MPI built for it.
     """
@@ -74,30 +124,42 @@ class JobSpec:
         return self.groups or self.processes or self.nodes or 1
 
 
-def sbatch_options(spec: JobSpec) -> list[str]:
-    """The `#SBATCH` options, in the order they appear."""
+def _log_pattern(spec: JobSpec) -> str:
+    """`--output`'s file pattern: `%` in the directory doubled (Slurm's literal `%`), then `%A_%a.out` or `%j.out`.
+
+    Raises:
+        ScriptError: A backslash in the directory: Slurm would then take the whole pattern literally.
+    """
+    folder = str(spec.slurm_dir)
+    if "\\" in folder:
+        raise ScriptError(f"log.root: the log directory {folder!r} contains a backslash, which makes Slurm write "
+                          f"every task's log to one file named after the --output pattern; use a path without one")
+    return f"{folder.replace('%', '%%')}/{'%A_%a.out' if len(spec.combos) > 1 else '%j.out'}"
+
+
+def sbatch_options(spec: JobSpec) -> list[tuple[str, str]]:
+    """The `#SBATCH` options in the order they appear, each with the option or key it comes from (for errors)."""
     n = len(spec.combos)
-    out = "%A_%a.out" if n > 1 else "%j.out"
-    opts = [f"--job-name={spec.name.replace('/', '_')}"]
+    opts = [("--exp-name", f"--job-name={spec.name.replace('/', '_')}")]
     if n > 1:
-        opts.append(f"--array=0-{n - 1}")
+        opts.append(("--seeds/--sweep", f"--array=0-{n - 1}"))
     opts += [
-        f"--output={spec.slurm_dir / out}",
-        "--open-mode=append",  # a requeued task appends to its log instead of truncating it
-        "--requeue",
-        f"--signal=B:USR1@{spec.signal_margin_s}",  # B: the batch shell gets it and forwards it to train
+        ("log.root: the log file", f"--output={_log_pattern(spec)}"),
+        ("", "--open-mode=append"),  # a requeued task appends to its log instead of truncating it
+        ("", "--requeue"),
+        ("--signal-margin", f"--signal=B:USR1@{spec.signal_margin_s}"),  # B: the batch shell gets it, tells train
     ]
     if spec.nodes:
-        opts.append(f"--nodes={spec.nodes}")
+        opts.append(("--nodes", f"--nodes={spec.nodes}"))
     if spec.tasks_per_run > 1:
-        opts.append(f"--ntasks={spec.tasks_per_run}")
+        opts.append(("--groups/--processes", f"--ntasks={spec.tasks_per_run}"))
     if spec.gpus_per_node:
-        opts.append(f"--gpus-per-node={spec.gpus_per_node}")
+        opts.append(("--gpus-per-node", f"--gpus-per-node={spec.gpus_per_node}"))
     if spec.partition:
-        opts.append(f"--partition={spec.partition}")
+        opts.append(("--partition", f"--partition={spec.partition}"))
     if spec.time:
-        opts.append(f"--time={spec.time}")
-    return opts + list(spec.sbatch_args)
+        opts.append(("--time", f"--time={spec.time}"))
+    return opts + [("--sbatch-arg", a) for a in spec.sbatch_args]
 
 
 def train_words(spec: JobSpec) -> list[str]:
@@ -125,15 +187,21 @@ def _case_arms(combos: Sequence[Combination]) -> list[str]:
 
 
 def render(spec: JobSpec, command_line: str) -> str:
-    """The sbatch script: `command_line` (how launch was called) goes into its header."""
+    """The sbatch script: `command_line` (how launch was called) goes into its header.
+
+    Raises:
+        ScriptError: A value that cannot be written into the header as it is (see `check_line`, `sbatch_word`).
+    """
     q = shlex.quote
+    check_line("the launch command line", command_line)
+    check_line("log.root: the experiment directory", str(spec.exp_dir))
     lines = [
         "#!/bin/bash",
         "# Generated by jaxrl_dist.launch; see slurm/README.md. Launched with:",
         f"#   {command_line}",
         f"# Task i ($SLURM_ARRAY_TASK_ID, 0 outside an array) trains combination i of {spec.slurm_dir / MANIFEST_FILE}",
         f"# into {spec.exp_dir}/<combination>/.",
-        *(f"#SBATCH {o}" for o in sbatch_options(spec)),
+        *(f"#SBATCH {sbatch_word(what, o)}" for what, o in sbatch_options(spec)),
         "set -uo pipefail",
         f"cd {q(str(spec.workdir))}",
         'case "${SLURM_ARRAY_TASK_ID:-0}" in',

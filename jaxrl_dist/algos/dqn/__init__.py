@@ -1,9 +1,15 @@
-"""DQN and Double DQN (Mnih et al. 2015; van Hasselt et al. 2016)."""
+"""DQN and Double DQN (Mnih et al. 2015; van Hasselt et al. 2016).
 
-from jaxrl_dist.algos.base import AlgorithmDef
-from jaxrl_dist.algos.dqn.core import DQNState, make, td_loss
-from jaxrl_dist.config.schema import DQNConfig
+The definition registers the config section and a `make` that imports the JAX code (`core`) when an algorithm is
+built, so that loading a config stays light; `core`'s functions and records are attributes here too.
+"""
 
-DQN = AlgorithmDef(config=DQNConfig, make=make, data="replay", action_kinds=("discrete",))
+from jaxrl_dist.algos.base import AlgorithmDef, lazy_attributes, lazy_make
+from jaxrl_dist.algos.dqn.config import DQNConfig
 
-__all__ = ["DQN", "DQNState", "make", "td_loss"]
+DQN = AlgorithmDef(config=DQNConfig, make=lazy_make("jaxrl_dist.algos.dqn.core"), data="replay",
+                   action_kinds=("discrete",))
+
+_CORE = ("DQNState", "make", "td_loss")
+__getattr__ = lazy_attributes("jaxrl_dist.algos.dqn.core", _CORE)
+__all__ = ["DQN", "DQNConfig", *_CORE]

@@ -1,9 +1,9 @@
-"""DQN / Double DQN as pure functions: `make(spec, cfg)` returns `init`, `update`, `act`, `eval_act`,
+"""DQN / Double DQN as pure functions: `make(spec, config, context)` returns `init`, `update`, `act`, `eval_act`,
 `inference`.
 
 Options: dueling head (network.dueling), n-step returns (built by the replay writer, see `Transition`), Huber or MSE
 loss, target network refreshed by period or Polyak averaging, prioritized replay (a `PrioritizedBatch` weighs the
-per-sample losses, and the update returns each sample's |TD error| as the `priority` metric).
+per-sample losses, and the update returns each sample's |TD error| with its metrics, as `Prioritized`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, PrioritizedBatch, Transition, no_reduce
+from jaxrl_dist.algos.base import Algorithm, BuildContext, Prioritized, PrioritizedBatch, Transition
 from jaxrl_dist.algos.common import adam, epsilon_greedy, linear_schedule
-from jaxrl_dist.config.schema import Config
+from jaxrl_dist.algos.dqn.config import DQNConfig
 from jaxrl_dist.envs.spec import EnvSpec
 from jaxrl_dist.networks import QHead, make_torso
 
@@ -75,16 +75,13 @@ def td_loss(
     return per_item.mean(), td
 
 
-def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Algorithm:
-    """Builds DQN's pure functions for an env spec and a config."""
+def make(spec: EnvSpec, algo: DQNConfig, context: BuildContext) -> Algorithm:
+    """Builds DQN's pure functions for an env spec, its config section and the build context."""
     if spec.action_kind != "discrete":
         raise ValueError(f"DQN needs a discrete action space, got {spec.action_kind}")
-    algo = cfg.algo
-    net = QHead(
-        make_torso(cfg.network.torso, cfg.network.hidden, cfg.network.activation, cfg.network.kwargs),
-        spec.num_actions,
-        cfg.network.dueling,
-    )
+    net_cfg, grad_reduce = context.network, context.grad_reduce
+    net = QHead(make_torso(net_cfg.torso, net_cfg.hidden, net_cfg.activation, net_cfg.kwargs), spec.num_actions,
+                net_cfg.dueling)
     optimizer = adam(algo.lr, algo.adam_eps, algo.max_grad_norm)
     dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
@@ -97,19 +94,18 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
         return DQNState(params, params, optimizer.init(params), jnp.zeros((), jnp.int32))
 
     def loss_fn(params: Any, target_params: Any, batch: Transition | PrioritizedBatch
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
         # One forward pass of the online net over obs and next_obs together.
         both = q_values(params, jnp.concatenate([batch.obs, batch.next_obs]))
         q, q_next_online = jnp.split(both, 2)
         q_next_target = q_values(target_params, batch.next_obs)
         loss, td = td_loss(q, q_next_target, q_next_online, batch, double=algo.double, kind=algo.loss)
-        metrics = {"loss": loss, "q_mean": q.mean(), "td_abs": jnp.abs(td).mean()}
-        if isinstance(batch, PrioritizedBatch):
-            metrics["priority"] = jnp.abs(td)  # [B], the new priorities (see jaxrl_dist.replay.prioritized)
-        return loss, metrics
+        return loss, ({"loss": loss, "q_mean": q.mean(), "td_abs": jnp.abs(td).mean()}, jnp.abs(td))
 
-    def update(state: DQNState, batch: Transition | PrioritizedBatch) -> tuple[DQNState, dict[str, jax.Array]]:
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
+    def update(state: DQNState, batch: Transition | PrioritizedBatch) -> tuple[DQNState, Any]:
+        """One step; returns the metrics, or for a `PrioritizedBatch` `Prioritized(metrics, |td| [B])`, the new
+        priorities (see jaxrl_dist.replay.prioritized)."""
+        grads, (metrics, td_abs) = jax.grad(loss_fn, has_aux=True)(state.params, state.target_params, batch)
         grads = grad_reduce(grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -118,7 +114,8 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
             target = optax.incremental_update(params, state.target_params, algo.tau)
         else:
             target = optax.periodic_update(params, state.target_params, steps, algo.target_period)
-        return DQNState(params, target, opt_state, steps), metrics
+        out = Prioritized(metrics, td_abs) if isinstance(batch, PrioritizedBatch) else metrics
+        return DQNState(params, target, opt_state, steps), out
 
     def act(params: Any, obs: jax.Array, key: jax.Array, eps: Any) -> tuple[jax.Array, jax.Array]:
         return epsilon_greedy(q_values(params, obs), key, eps)

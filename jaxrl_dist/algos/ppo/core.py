@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Segment, entropy_explorer, no_reduce
-from jaxrl_dist.config.schema import Config, PPOConfig
+from jaxrl_dist.algos.base import Algorithm, BuildContext, Segment, entropy_explorer
+from jaxrl_dist.algos.ppo.config import PPOConfig
 from jaxrl_dist.envs.spec import EnvSpec
 from jaxrl_dist.networks import make_torso
 
@@ -120,10 +120,14 @@ def gae(reward: jax.Array, value: jax.Array, terminated: jax.Array, truncated: j
     return adv, returns, valid
 
 
-def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Algorithm:
-    """Builds PPO's pure functions for an env spec and a config."""
-    algo: PPOConfig = cfg.algo  # type: ignore[assignment]  # Config.algo is typed with the default section
-    net_cfg = cfg.network
+def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
+    """Builds PPO's pure functions for an env spec, its config section and the build context.
+
+    With `anneal_lr` the learning rate falls linearly to 0 over `context.total_updates` updates (one per segment,
+    each `epochs x num_minibatches` optimizer steps): the updates this process's learner really makes, whatever the
+    number of actors or groups.
+    """
+    net_cfg, grad_reduce = context.network, context.grad_reduce
     continuous = spec.action_kind == "continuous"
     out_dim = math.prod(spec.action_shape) if continuous else spec.num_actions
     low = jnp.asarray(spec.action_low, jnp.float32).reshape(spec.action_shape) if continuous else None
@@ -136,9 +140,7 @@ def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Alg
     epochs, num_mb, seg_len = algo.epochs, algo.num_minibatches, algo.segment_length
     lr: Any = algo.lr
     if algo.anneal_lr:
-        actors = cfg.roles.actor.count if cfg.roles.mode == "async" else 1
-        segments = -(-cfg.train.total_env_steps // (seg_len * cfg.env.num_envs * actors))
-        lr = optax.linear_schedule(algo.lr, 0.0, max(1, segments * epochs * num_mb))
+        lr = optax.linear_schedule(algo.lr, 0.0, max(1, context.total_updates * epochs * num_mb))
     clip = [optax.clip_by_global_norm(algo.max_grad_norm)] if algo.max_grad_norm > 0 else []
     optimizer = optax.chain(*clip, optax.adam(lr, eps=algo.adam_eps))
     obs0 = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrl_dist.algos.base import Algorithm, GradReduce, Transition, entropy_explorer, no_reduce, shard_key
+from jaxrl_dist.algos.base import Algorithm, BuildContext, Transition, entropy_explorer, shard_key
 from jaxrl_dist.algos.common import adam
-from jaxrl_dist.config.schema import Config, SACConfig
+from jaxrl_dist.algos.sac.config import SACConfig
 from jaxrl_dist.envs.spec import EnvSpec
 from jaxrl_dist.errors import UserError
 from jaxrl_dist.networks import make_torso
@@ -76,15 +76,14 @@ def squashed_sample(mean: jax.Array, log_std: jax.Array, key: jax.Array) -> tupl
     return jnp.tanh(pre), log_prob
 
 
-def make(spec: EnvSpec, cfg: Config, grad_reduce: GradReduce = no_reduce) -> Algorithm:
-    """Builds SAC's pure functions for an env spec and a config."""
+def make(spec: EnvSpec, algo: SACConfig, context: BuildContext) -> Algorithm:
+    """Builds SAC's pure functions for an env spec, its config section and the build context."""
     if spec.action_kind != "continuous":
         raise ValueError(f"SAC needs a continuous action space, got {spec.action_kind}")
-    algo: SACConfig = cfg.algo  # type: ignore[assignment]  # Config.algo is typed with the default section
-    net_cfg = cfg.network
+    net_cfg, grad_reduce = context.network, context.grad_reduce
     action_dim = int(jnp.prod(jnp.array(spec.action_shape)))
     if not all(map(math.isfinite, (*spec.action_low, *spec.action_high))):
-        raise UserError(f"SAC scales its actions to the env's bounds, but env {cfg.env.id} has unbounded actions "
+        raise UserError(f"SAC scales its actions to the env's bounds, but the env has unbounded actions "
                         f"(low {spec.action_low}, high {spec.action_high}); wrap it to give finite bounds")
     low = jnp.asarray(spec.action_low, jnp.float32).reshape(spec.action_shape)
     high = jnp.asarray(spec.action_high, jnp.float32).reshape(spec.action_shape)

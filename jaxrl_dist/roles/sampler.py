@@ -1,0 +1,81 @@
+"""The learner's feed: a bounded queue of batches already on the learner devices, and the sampler role that fills it
+from the replay (batch k+1 is drawn and copied to the devices while the learner trains on batch k)."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any, Callable
+
+import jax
+
+from jaxrl_dist.roles.lifetime import Lifetime, Timers
+
+
+class BatchQueue:
+    """Batches (or segments) on the learner devices, in the order they were put, at most `depth` at a time.
+
+    Every wait has a timeout, so neither side can hang a stopping run.
+    """
+
+    def __init__(self, depth: int) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def put(self, item: Any, timeout: float) -> bool:
+        """False when the queue stayed full for `timeout` seconds (0: do not wait)."""
+        try:
+            self._queue.put(item, block=timeout > 0, timeout=timeout if timeout > 0 else None)
+            return True
+        except queue.Full:
+            return False
+
+    def get(self, timeout: float) -> Any:
+        """The next item; raises `queue.Empty` after `timeout` seconds."""
+        return self._queue.get(timeout=timeout)
+
+    def get_nowait(self) -> Any:
+        """The next item, which must be there (serial mode)."""
+        return self._queue.get_nowait()
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+
+class Sampler:
+    """The sampler role: draws stacked batches from the replay and moves them to the learner devices ahead of use.
+
+    `jax.device_put` returns at once and copies in the background, so with `depth` batches in the queue the
+    host-to-device copy of the next batch overlaps the update on the current one (double buffering for depth 2).
+
+    Args:
+        sample: `() -> pytree of numpy arrays`, one learner call's worth of batches (`[K, B, ...]`).
+        ready: `() -> bool`, whether the replay holds enough items to sample.
+        placement: a `jax.Device` or `jax.sharding.Sharding` the batches go to, or a function that puts them.
+        out: the learner's queue.
+        lifetime: the run's lifetime (stop flag, error reporting).
+        timers: per-stage timers of the run.
+    """
+
+    def __init__(self, sample: Callable[[], Any], ready: Callable[[], bool], placement: Any, out: BatchQueue,
+                 lifetime: Lifetime, timers: Timers) -> None:
+        self._sample, self._ready, self._placement = sample, ready, placement
+        self.out, self._lifetime, self._timers = out, lifetime, timers
+
+    def produce(self) -> Any:
+        """One batch on the device (used directly in serial mode)."""
+        with self._timers.span("replay/sample"):
+            host = self._sample()
+        with self._timers.span("replay/h2d"):
+            if callable(self._placement):  # a put function (`LearnerMesh.put_batches`)
+                return self._placement(host)
+            return jax.device_put(host, self._placement)
+
+    def run(self) -> None:
+        """The sampler thread's loop (started by the runner through `Lifetime.spawn`)."""
+        stop = self._lifetime.stop_event
+        while not stop.is_set():
+            if not self._ready():
+                stop.wait(0.005)
+                continue
+            batch = self.produce()
+            while not stop.is_set() and not self.out.put(batch, timeout=0.1):
+                pass
