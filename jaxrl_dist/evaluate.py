@@ -2,7 +2,8 @@
 
 Rebuilds the greedy policy of a saved checkpoint from its files alone and runs it exactly as the run's evaluator
 does: `--episodes` envs side by side, env i seeded `eval seed + i`. With the run's episode count and seed (the
-defaults) it reproduces the returns the run logged for that checkpoint.
+defaults) it reproduces the returns the run logged for that checkpoint. Rebuilding it imports the modules its
+config names (a custom env, wrapper, torso or algorithm): they are named first, since their code runs.
 """
 
 from __future__ import annotations
@@ -45,15 +46,35 @@ def _int_arg(flag: str, value: str | None, minimum: int) -> int | None:
     return number
 
 
-def load(experiment: str | Path, step: str) -> Any:
-    """The `LoadedPolicy` of checkpoint `step` ('latest', 'best' or an env-step count) of an experiment.
+def load(experiment: str | Path, step: str, log: Any = None) -> Any:
+    """The `LoadedPolicy` of checkpoint `step` ('latest', 'best' or an env-step count) of an experiment; with `log`,
+    the modules its config makes this process import are named first.
 
     Raises:
         UserError: No such experiment, checkpoint or step; a damaged checkpoint.
     """
     from jaxrl_dist.io.policy import load_policy
 
+    if log is not None:
+        announce_imports(experiment, step, log)
     return load_policy(experiment, step)
+
+
+def announce_imports(experiment: str | Path, step: str, log: Any) -> None:
+    """Says which modules loading checkpoint `step` imports beyond jaxrl_dist's own (the custom env, wrappers,
+    torso and algorithm its config names as `package.module:Name`): their code runs in this process."""
+    from jaxrl_dist.io.checkpoint import Checkpointer, CheckpointMeta
+    from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, CHECKPOINT_DIR
+    from jaxrl_dist.io.policy import parse_step
+
+    which = parse_step(step)
+    folder = Path(experiment).expanduser().absolute() / (BEST_CHECKPOINT_DIR if which == "best" else CHECKPOINT_DIR)
+    if not folder.is_dir():
+        return  # loading says what is missing
+    with Checkpointer(folder) as ckpt:
+        meta = CheckpointMeta.parse(ckpt.read_meta(which if isinstance(which, int) else None), folder)
+    if meta.imports():
+        log(f"checkpoint config imports {', '.join(meta.imports())}")
 
 
 def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = None, video: bool = False,
@@ -92,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         episodes = _int_arg("--episodes", args.episodes, 1)
         env_seed = _int_arg("--env-seed", args.env_seed, 0)
-        policy = load(args.experiment, args.step)
+        policy = load(args.experiment, args.step, log)
         result = evaluate(policy, episodes, env_seed, args.video, args.device, log)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

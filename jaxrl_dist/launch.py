@@ -132,6 +132,7 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
             a control character (ScriptError).
     """
     from jaxrl_dist.config import load_config
+    from jaxrl_dist.config.load import config_path
     from jaxrl_dist.io import resolve_experiment_dir
 
     check_one_line(args)
@@ -152,7 +153,7 @@ def build_spec(args: argparse.Namespace) -> JobSpec:
     for combo in combos:
         resolve_experiment_dir(base.log.root, f"{name}/{combo.name}")
     return JobSpec(
-        name=name, exp_dir=exp_dir, config=Path(args.config).resolve(), workdir=Path.cwd(),
+        name=name, exp_dir=exp_dir, config=config_path(args.config).resolve(), workdir=Path.cwd(),
         python=shutil.which(args.python) or args.python, combos=tuple(combos), sets=tuple(args.sets),
         nodes=args.nodes, groups=args.groups, processes=args.processes, gpus_per_node=args.gpus_per_node,
         partition=args.partition, time=args.time, signal_margin_s=args.signal_margin,

@@ -1,5 +1,5 @@
 """User extensions named in a config as `package.module:Name`: one importer with one-line errors for all of them
-(custom environments, algorithms and network torsos)."""
+(custom environments, algorithms and network torsos), and the one-line description of an error they raise."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def import_object(path: str, what: str) -> Any:
             raise UserError(f"{what} '{path}': importing module '{module_name}' failed: {e}") from e
         raise UserError(f"{what} '{path}': module '{module_name}' not found (is it on PYTHONPATH?)") from e
     except Exception as e:  # noqa: BLE001 - any error while running the user's module is reported in one line
-        raise UserError(f"{what} '{path}': importing module '{module_name}' failed: {_where(e)}") from e
+        raise UserError(f"{what} '{path}': importing module '{module_name}' failed: {describe_error(e)}") from e
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -46,10 +46,12 @@ def import_object(path: str, what: str) -> Any:
     return obj
 
 
-def _where(err: BaseException) -> str:
-    """`Type: message (file, line N)` of the innermost frame, or the syntax error's location."""
+def describe_error(err: BaseException) -> str:
+    """One line for an exception: `Type: message (file, line N)` of the innermost frame, or the syntax error's
+    location."""
     if isinstance(err, SyntaxError):
         return f"SyntaxError: {err.msg} ({err.filename}, line {err.lineno})"
     frames = traceback.extract_tb(err.__traceback__)
     where = f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"{type(err).__name__}: {err}{where}"
+    message = " ".join(str(err).split())  # one line, whatever the exception's text
+    return f"{type(err).__name__}: {message}{where}"

@@ -14,7 +14,8 @@ class Transition(NamedTuple):
 
     Attributes:
         obs: `[B, *obs_shape]` observation at the start of the transition.
-        action: `[B]` int32 (discrete) or `[B, *action_shape]` float32 action taken there.
+        action: `[B]` int32 (discrete), `[B, D]` int32 (multi-discrete) or `[B, *action_shape]` float32 (continuous)
+            action taken there.
         reward: `[B]` float32 discounted n-step return, sum_k gamma^k r_k.
         discount: `[B]` float32 bootstrap factor: gamma^k after k steps, 0 where the episode terminated (a
             truncation keeps gamma^k: the value of the final observation is bootstrapped).

@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jaxrl_dist.train", description="Train an RL agent from a config.")
     p.add_argument("--config", required=True, help="YAML or Python config file (see configs/)")
-    p.add_argument("--exp-name", help="experiment directory under log.root (default: the config's file name)")
+    p.add_argument("--exp-name", help="experiment directory under log.root (default: the config's name, with "
+                   "_seed<N> after --seed N, and -2, -3, ... when that name holds a previous run)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set algo.lr=3e-4 (repeatable)")
     p.add_argument("--seed", type=int, help="shorthand for --set train.seed=N")
     p.add_argument("--resume", action="store_true", help="continue the experiment from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing experiment directory")
     p.add_argument("--quiet", action="store_true", help="plain progress lines (CI, Slurm logs)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (every key, defaults included) as YAML, then exit")
     p.add_argument("--print-topology", action="store_true",
                    help="print the resolved roles, devices, queues and batch sizes, then exit")
     p.add_argument("--jax-profile", type=float, nargs="?", const=5.0, metavar="SECONDS",
@@ -49,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports after argument parsing, so `--help` and config errors answer at once.
     from jaxrl_dist.config import load_config, to_dict
     from jaxrl_dist.errors import RoleError, UserError
-    from jaxrl_dist.io import prepare_experiment_dir, resolve_experiment_dir, write_config_snapshot
+    from jaxrl_dist.io import resolve_experiment_dir
+    from jaxrl_dist.io.experiment import ExperimentLock, has_checkpoint, prepare_experiment_dir, write_config_snapshot
 
     overrides = list(args.overrides) + (["log.quiet=true"] if args.quiet else []) + (
         ["log.profile=true"] if args.profile else []) + (
@@ -57,69 +61,104 @@ def main(argv: list[str] | None = None) -> int:
     group = None
     try:
         cfg = load_config(args.config, overrides, seed=args.seed)
+        if args.print_config:
+            import yaml
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         if args.print_topology:
             from jaxrl_dist.roles.topology import describe
 
             print(describe(cfg))
             return 0
-        group = _peers(args, cfg)  # MPI groups or jax.distributed processes; None for a lone process
-        lead = group is None or group.lead  # the process that writes the experiment directory
-        name = args.exp_name or Path(args.config).stem
-        exp_dir = resolve_experiment_dir(cfg.log.root, name)
-        if args.resume:
-            _check_resume_config(exp_dir, cfg, args.config)
-        from jaxrl_dist.roles.graph import prepare
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    from jaxrl_dist.roles.signals import Interrupted, Signals, leave, signal_name
 
-        setup = prepare(cfg, group)  # bad env ids, devices and sizes fail here, before the experiment directory exists
-        export_formats = _export_formats(args.export)  # a missing ONNX / TF runtime fails before training
-        if lead:
-            exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite)
+    signals = Signals().install()  # from here until the process exits, no signal ends it between two saves
+    lock = ExperimentLock()  # the lead's hold on the experiment directory, released when the process ends
+    try:
+        with signals.interruptible("starting up"):
+            group = _peers(args, cfg)  # MPI groups or jax.distributed processes; None for a lone process
+            lead = group is None or group.lead  # the process that writes the experiment directory
+            name = args.exp_name or _default_name(args, cfg.log.root, lone=group is None)
+            exp_dir = resolve_experiment_dir(cfg.log.root, name)
+            if args.resume:
+                _check_resume_config(exp_dir, cfg, args.config)
+            from jaxrl_dist.roles.graph import prepare
+
+            setup = prepare(cfg, group)  # bad env ids, devices and sizes fail here, before the experiment dir exists
+            export_formats = _export_formats(args.export)  # a missing ONNX / TF runtime fails before training
+            # --resume without a finished checkpoint (never started, or killed during its first save: what a
+            # requeued Slurm task finds) starts the run afresh in its directory.
+            resume = args.resume and has_checkpoint(exp_dir)
+            if lead:
+                exp_dir = prepare_experiment_dir(exp_dir, resume=args.resume, overwrite=args.overwrite, lock=lock)
+                if resume != (args.resume and has_checkpoint(exp_dir)):
+                    raise UserError(f"experiment dir {exp_dir}: its checkpoints changed while this run started; "
+                                    f"start it again")
+                if args.resume and not resume:
+                    print(f"note: no finished checkpoint in {exp_dir / 'checkpoints'} to resume from; starting a "
+                          f"fresh run there", flush=True)
+            if lead and not resume:
+                write_config_snapshot(exp_dir, to_dict(cfg))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         if group is not None:
             group.agree(False, "start")  # the other groups stop too
-        return e.exit_code
+        return leave(e.exit_code)
+    except Interrupted as e:
+        print(f"{signal_name(e.signum)} while starting up; nothing was trained or saved", file=sys.stderr)
+        return leave(128 + e.signum)
     if group is not None and not group.agree(True, "start"):
         print(f"error: {group.kind} {group.rank}: another {group.kind} could not start the run (its error is above)",
               file=sys.stderr)
-        return 2
+        return leave(2)
 
     from jaxrl_dist.roles import train
 
-    if lead and not args.resume:
-        write_config_snapshot(exp_dir, to_dict(cfg))
     if lead:
         print(f"experiment: {exp_dir}" + (f" ({group.count} {group.plural})" if group else ""), flush=True)
     try:
-        result = train(cfg, exp_dir, resume=args.resume, start_time=START_TIME, group=group, setup=setup)
+        result = train(cfg, exp_dir, resume=resume, start_time=START_TIME, group=group, setup=setup, signals=signals)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         if group is not None:
             group.abort(f"{group.kind} {group.rank} stopped")
-        return e.exit_code
+        return leave(e.exit_code)
     except RoleError as e:
         print(f"error: role '{e.role}' failed; the run was stopped:\n{e.tb}", file=sys.stderr)
         if group is not None:
             group.abort(f"{group.kind} {group.rank}: role '{e.role}' failed")
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C before the roles started (while building or restoring): nothing to save
-        print("interrupted before training started; nothing was trained or saved", file=sys.stderr)
-        return 130
+        return leave(1)
+    except Interrupted as e:  # while the graph was built or the checkpoint restored
+        print(f"{signal_name(e.signum)} before training started; nothing was trained or saved", file=sys.stderr)
+        return leave(128 + e.signum)
     except Exception:  # noqa: BLE001 - a crash of the driver itself: traceback, non-zero exit
         traceback.print_exc()
         if group is not None:
             group.abort(f"{group.kind} {group.rank} crashed")
-        return 1
+        return leave(1)
+    signum = result.signal or signals.signum  # also one that came after the roles had stopped
     if not lead:
-        return 128 + result.signal if result.signal else 0
+        return leave(128 + signum if signum else 0)
     best = f", best eval return {result.best_eval:.1f}" if result.best_eval is not None else ""
     print(f"{result.reason}: {result.env_steps} env steps, {result.updates} updates in {result.wall_s:.1f} s{best}",
           flush=True)
-    if result.signal:
+    if signum:
         launcher = f"mpirun -n {group.count} " if group is not None and group.kind == "group" else ""
         print(f"checkpoint saved; continue with: {launcher}{resume_command(argv, name)}", flush=True)
-        return 128 + result.signal
-    return _export_final(exp_dir, export_formats) if export_formats else 0
+        return leave(128 + signum)
+    if not export_formats:
+        return leave(0)
+    try:
+        with signals.interruptible("exporting"):
+            return leave(_export_final(exp_dir, export_formats))
+    except Interrupted as e:
+        print(f"{signal_name(e.signum)} during the export: training finished and was saved, no export file was "
+              f"replaced; export with: {_export_command(exp_dir, export_formats)}", file=sys.stderr)
+        return leave(128 + e.signum)
 
 
 def _peers(args: argparse.Namespace, cfg: Config) -> Peers | None:
@@ -156,8 +195,7 @@ def _export_final(exp_dir: Path, formats: list[str]) -> int:
     from jaxrl_dist.export import export_policy
     from jaxrl_dist.io.policy import load_policy
 
-    retry = shlex.join(["python", "-m", "jaxrl_dist.export", "--experiment", str(exp_dir), "--format",
-                        ",".join(formats)])
+    retry = _export_command(exp_dir, formats)
     try:
         export_policy(load_policy(exp_dir), formats, log=lambda line: print(f"export {line}", flush=True))
     except UserError as e:
@@ -170,6 +208,27 @@ def _export_final(exp_dir: Path, formats: list[str]) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _export_command(exp_dir: Path, formats: list[str]) -> str:
+    return shlex.join(["python", "-m", "jaxrl_dist.export", "--experiment", str(exp_dir), "--format",
+                       ",".join(formats)])
+
+
+def _default_name(args: argparse.Namespace, root: str, lone: bool) -> str:
+    """The experiment name without `--exp-name`: the config's name (`_seed<N>` added after `--seed N`). A new run of a
+    lone process whose name holds a previous run takes the first free `<name>-2`, `<name>-3`, ... and says so;
+    `--resume` and `--overwrite` mean the name itself."""
+    from jaxrl_dist.io.experiment import free_experiment_name
+
+    name = Path(args.config).stem + (f"_seed{args.seed}" if args.seed is not None else "")
+    if args.resume or args.overwrite or not lone:
+        return name
+    free = free_experiment_name(root, name)
+    if free != name:
+        print(f"note: experiment {name} holds a previous run; this one is {free} (--resume continues {name}, "
+              f"--exp-name names a run)", flush=True)
+    return free
 
 
 def resume_command(argv: list[str] | None, exp_name: str) -> str:

@@ -38,7 +38,7 @@ def main(out: str, coordinator: str | None = None, n: int = 1, pid: int = 0) -> 
     from jaxrl_dist.roles.graph import prepare
 
     cfg = load_config("configs/dqn_cartpole.yaml", [f"replay.batch_size={BATCH}",
-                                                    f"roles.learner.num_devices={jax.local_device_count()}"])
+                                                    f"roles.learner.devices={jax.local_device_count()}"])
     setup = prepare(cfg, peers)
     spec = setup.spec
     placement = LearnerMesh.over(setup.devices.learner)

@@ -76,23 +76,25 @@ def test_update_is_the_same_on_1_2_and_8_devices() -> None:
 
 
 def test_one_actor_device_and_four_learner_devices_solve_cartpole(tmp_path: Path) -> None:
-    proc = train(tmp_path, "split", "roles.actor.device=cpu:0", "roles.learner.device=cpu:1",
-                 "roles.learner.num_devices=4", env=fake_devices(5))
+    proc = train(tmp_path, "split", "roles.actor.devices=cpu:0", "roles.learner.devices=[cpu:1,cpu:2,cpu:3,cpu:4]",
+                 env=fake_devices(5))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "solved:" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_impossible_learner_placement_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = train(tmp_path, "x", "roles.learner.num_devices=4", env=with_env(JAX_PLATFORMS="cpu"))
+    proc = train(tmp_path, "x", "roles.learner.devices=4", env=with_env(JAX_PLATFORMS="cpu"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "roles.learner.device" in proc.stderr and "xla_force_host_platform_device_count" in proc.stderr
+    assert "roles.learner.devices" in proc.stderr and "xla_force_host_platform_device_count" in proc.stderr
     assert not (tmp_path / "x").exists()
-    odd = train(tmp_path, "x", "roles.learner.num_devices=3")
-    assert odd.returncode == 2 and "does not split over roles.learner.num_devices=3" in odd.stderr
+    odd = train(tmp_path, "x", "roles.learner.devices=3")
+    assert odd.returncode == 2 and "does not split over 3 learner devices (roles.learner.devices)" in odd.stderr
+    old = train(tmp_path, "x", "roles.learner.num_devices=2")
+    assert old.returncode == 2 and "replaced by roles.learner.devices" in old.stderr
 
 
 def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> None:
-    proc = train(tmp_path, "t", "roles.learner.device=cpu:1", "roles.learner.num_devices=4", "roles.actor.count=2",
+    proc = train(tmp_path, "t", "roles.learner.devices=4", "roles.actor.count=2",
                  extra=("--print-topology",), env=fake_devices(5))
     assert proc.returncode == 0, proc.stderr
     assert "2 lock-free partition(s) of 50000 transitions" in proc.stdout

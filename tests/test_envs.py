@@ -1,4 +1,5 @@
-"""Tests of jaxrl_dist.envs: EnvPool adapter, custom and gymnasium backends, episode stats, specs, errors."""
+"""Tests of jaxrl_dist.envs: EnvPool adapter, custom and gymnasium backends (inline and in subprocess workers, with
+the same semantics checks), episode stats, specs, errors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from jaxrl_dist.errors import UserError
 # gymnasium warns about float64 bounds of EnvPool's spaces; irrelevant here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 FAKE = "jaxrl_dist.envs.fake"
+HERE = "test_envs"  # this module, as subprocess workers import it (tests/ is on sys.path under pytest)
+VECTORS = ["inline", "subprocess"]  # the Python envs' two backends, held to the same checks
 
 
 def run(env: VecEnv, num_recvs: int, seed: int = 0) -> list[StepBatch]:
@@ -135,17 +138,20 @@ def first_episode_ends(batches: list[StepBatch]) -> dict[int, tuple[int, bool, b
     return ends
 
 
-@pytest.mark.parametrize("env_id,num_envs,batch_size", [("CartPole-v1", 3, 3), ("CartPole-v1", 4, 2),
-                                                          ("gymnasium:CartPole-v1", 3, 2)])
-def test_termination_on_the_time_limit_step_is_a_termination(env_id: str, num_envs: int, batch_size: int) -> None:
+@pytest.mark.parametrize("env_id,num_envs,batch_size,vector", [
+    ("CartPole-v1", 3, 3, "inline"), ("CartPole-v1", 4, 2, "inline"), ("gymnasium:CartPole-v1", 3, 2, "inline"),
+    ("gymnasium:CartPole-v1", 3, 2, "subprocess")])
+def test_termination_on_the_time_limit_step_is_a_termination(env_id: str, num_envs: int, batch_size: int,
+                                                             vector: str) -> None:
     """EnvPool sets done and trunc together when an episode terminates on the limit's step (so does gymnasium's
     TimeLimit): nothing follows a terminal state, so termination wins."""
     free = first_episode_ends(push_left(make_env(env_id, num_envs=num_envs, batch_size=batch_size, num_threads=1,
-                                                 seed=5), 60))
+                                                 seed=5, vector=vector), 60))
     assert all(term and not trunc for _, term, trunc in free.values())
     limit = free[0][0]
     assert {k for k, _, _ in free.values()} != {limit}  # some envs run into the limit, some terminate before it
-    env = make_env(env_id, num_envs=num_envs, batch_size=batch_size, num_threads=1, seed=5, max_episode_steps=limit)
+    env = make_env(env_id, num_envs=num_envs, batch_size=batch_size, num_threads=1, seed=5, max_episode_steps=limit,
+                   vector=vector)
     batches = push_left(env, 60)
     check_semantics(env, batches, max_steps=limit)
     for i, (k, term, trunc) in first_episode_ends(batches).items():
@@ -225,9 +231,11 @@ def test_episode_stats_match_per_env_reference_across_async_batches() -> None:
     assert got_returns == pytest.approx(got_lengths)  # CartPole: reward 1 per step
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", f"{FAKE}:CountdownEnv", "gymnasium:CartPole-v1"])
-def test_backends_without_lives_report_every_episode_as_a_game(env_id: str) -> None:
-    env = make_env(env_id, num_envs=3, batch_size=2, num_threads=1, max_episode_steps=8)
+@pytest.mark.parametrize("env_id,vector", [
+    ("CartPole-v1", "inline"), (f"{FAKE}:CountdownEnv", "inline"), ("gymnasium:CartPole-v1", "inline"),
+    (f"{FAKE}:CountdownEnv", "subprocess"), ("gymnasium:CartPole-v1", "subprocess")])
+def test_backends_without_lives_report_every_episode_as_a_game(env_id: str, vector: str) -> None:
+    env = make_env(env_id, num_envs=3, batch_size=2, num_threads=1, max_episode_steps=8, vector=vector)
     batches = run(env, 40)
     env.close()
     check_semantics(env, batches, max_steps=8)
@@ -282,18 +290,22 @@ class EndsBoth(BaseEnv):
         return np.zeros(1, np.float32), 1.0, self.t >= 3, self.t >= 3
 
 
+@pytest.mark.parametrize("vector", VECTORS)
 @pytest.mark.parametrize("max_steps", [0, 3])
-def test_custom_env_termination_wins_over_truncation(max_steps: int) -> None:
-    env = SerialVecEnv([EndsBoth(), EndsBoth()], batch_size=2, max_episode_steps=max_steps)
+def test_custom_env_termination_wins_over_truncation(max_steps: int, vector: str) -> None:
+    env = make_env(f"{HERE}:EndsBoth", num_envs=2, max_episode_steps=max_steps, vector=vector)
     batches = run(env, 9)
+    env.close()
     assert all(set(ls) == {3} for ls in check_semantics(env, batches).values())
     assert sum(b.terminated.sum() for b in batches) == 4 and not any(b.truncated.any() for b in batches)
 
 
-def test_countdown_terminates_with_reward_on_last_step() -> None:
-    env = make_env(f"{FAKE}:CountdownEnv", num_envs=3, batch_size=2, kwargs={"length": 3})
+@pytest.mark.parametrize("vector", VECTORS)
+def test_countdown_terminates_with_reward_on_last_step(vector: str) -> None:
+    env = make_env(f"{FAKE}:CountdownEnv", num_envs=3, batch_size=2, kwargs={"length": 3}, vector=vector)
     assert resolve_backend(f"{FAKE}:CountdownEnv") == "custom"
     batches = run(env, 30)
+    env.close()
     lengths = check_semantics(env, batches)
     assert all(ls and set(ls) == {3} for ls in lengths.values())
     for rows in per_env_rows(batches).values():
@@ -308,19 +320,24 @@ def test_countdown_terminates_with_reward_on_last_step() -> None:
         assert np.all(remaining[batch.first] == 3) and np.all(remaining[batch.terminated] == 0)
 
 
-def test_constant_reward_truncates_at_horizon_and_override() -> None:
-    env = make_env(f"{FAKE}:ConstantRewardEnv", num_envs=2, kwargs={"horizon": 4, "obs_dim": 3})
+@pytest.mark.parametrize("vector", VECTORS)
+def test_constant_reward_truncates_at_horizon_and_override(vector: str) -> None:
+    env = make_env(f"{FAKE}:ConstantRewardEnv", num_envs=2, kwargs={"horizon": 4, "obs_dim": 3}, vector=vector)
     assert env.spec.max_episode_steps == 4 and env.spec.obs_shape == (3,)
     batches = run(env, 12)
+    env.close()
     lengths = check_semantics(env, batches, max_steps=4)
     assert all(set(ls) == {4} for ls in lengths.values())
     assert not any(b.terminated.any() for b in batches)
-    short = make_env(f"{FAKE}:ConstantRewardEnv", num_envs=2, max_episode_steps=2, kwargs={"horizon": 4})
+    short = make_env(f"{FAKE}:ConstantRewardEnv", num_envs=2, max_episode_steps=2, kwargs={"horizon": 4},
+                     vector=vector)
     assert set(check_semantics(short, run(short, 9), max_steps=2)[0]) == {2}
+    short.close()
 
 
-def test_continuous_target_reward_and_bounds() -> None:
-    env = make_env(f"{FAKE}:ContinuousTargetEnv", num_envs=2, kwargs={"target": 0.5, "length": 3})
+@pytest.mark.parametrize("vector", VECTORS)
+def test_continuous_target_reward_and_bounds(vector: str) -> None:
+    env = make_env(f"{FAKE}:ContinuousTargetEnv", num_envs=2, kwargs={"target": 0.5, "length": 3}, vector=vector)
     assert env.spec.action_kind == "continuous" and env.spec.action_shape == (1,)
     assert env.spec.action_low == (-2.0,) and env.spec.action_high == (2.0,)
     env.reset()
@@ -329,11 +346,13 @@ def test_continuous_target_reward_and_bounds() -> None:
     batch = env.recv()
     assert batch.reward[batch.env_ids == 0][0] == 0.0 and batch.reward[batch.env_ids == 1][0] == pytest.approx(-1.0)
     lengths = check_semantics(env, run(env, 12))
+    env.close()
     assert all(set(ls) == {3} for ls in lengths.values())
 
 
-def test_custom_async_batches_are_round_robin_and_deterministic() -> None:
-    env = make_env(f"{FAKE}:CountdownEnv", num_envs=4, batch_size=2)
+@pytest.mark.parametrize("vector", VECTORS)
+def test_custom_async_batches_are_round_robin_and_deterministic(vector: str) -> None:
+    env = make_env(f"{FAKE}:CountdownEnv", num_envs=4, batch_size=2, vector=vector)
     env.reset()
     assert env.recv().env_ids.tolist() == [0, 1]
     assert env.recv().env_ids.tolist() == [2, 3]
@@ -343,10 +362,32 @@ def test_custom_async_batches_are_round_robin_and_deterministic() -> None:
     with pytest.raises(ValueError, match="sent again"):
         env.send(np.zeros(1, np.int64), np.array([0], np.int32))
     assert env.recv().env_ids.tolist() == [0, 1]
-    with pytest.raises(TimeoutError, match="batch_size=2"):
+    with pytest.raises(ValueError, match="name an env twice"):
+        env.send(np.zeros(2, np.int64), np.array([2, 2], np.int32))
+    with pytest.raises(TimeoutError, match="batch_size=2"):  # nothing was sent by the refused call
         env.recv(timeout=0.01)
-    one, two = run(env, 20), run(make_env(f"{FAKE}:CountdownEnv", num_envs=4, batch_size=2), 20)
+    other = make_env(f"{FAKE}:CountdownEnv", num_envs=4, batch_size=2, vector=vector)
+    one, two = run(env, 20), run(other, 20)
+    env.close()
+    other.close()
     assert all(np.array_equal(a.obs, b.obs) and np.array_equal(a.env_ids, b.env_ids) for a, b in zip(one, two))
+
+
+def test_subprocess_batches_equal_inline_batches() -> None:
+    """The same seeds and actions give the same batches, field for field, whether the envs are stepped inline or by
+    workers (here two workers over five envs, async batches of two, a time limit, random actions)."""
+    args: dict[str, Any] = {"num_envs": 5, "batch_size": 2, "seed": 3, "max_episode_steps": 7}
+    inline = make_env("gymnasium:CartPole-v1", **args)
+    workers = make_env("gymnasium:CartPole-v1", **args, vector="subprocess", workers=2)
+    one, two = run(inline, 60, seed=1), run(workers, 60, seed=1)
+    inline.close()
+    workers.close()
+    assert inline.spec == workers.spec
+    check_semantics(workers, two, max_steps=7)
+    assert sum(int(b.truncated.sum() + b.terminated.sum()) for b in one) > 5
+    for a, b in zip(one, two):
+        for field, x, y in zip(StepBatch._fields, a, b):
+            assert x.dtype == y.dtype and np.array_equal(x, y), field
 
 
 class SeedRecorder(BaseEnv):
@@ -375,18 +416,32 @@ def test_custom_seeds_first_reset_only() -> None:
     assert [e.seeds for e in recorders] == [[10 + i, None, None] for i in range(3)]
 
 
+@pytest.mark.parametrize("vector", VECTORS)
+def test_env_i_is_seeded_with_seed_plus_i_once(vector: str) -> None:
+    env = make_env(f"{FAKE}:SeedEchoEnv", num_envs=3, batch_size=3, seed=10, vector=vector, workers=2)
+    batches = run(env, 7)  # three episodes each: reset, step, step (terminal)
+    env.close()
+    seeds = {i: [float(obs[0]) for b in batches for j, obs, first in zip(b.env_ids, b.obs, b.first) if j == i and first]
+             for i in range(3)}
+    assert seeds == {i: [10.0 + i, -1.0, -1.0] for i in range(3)}
+
+
 # ---------------------------------------------------------------------------------------------------- gymnasium backend
 
 
-def test_gymnasium_cartpole_matches_envpool_semantics() -> None:
-    env = make_env("gymnasium:CartPole-v1", num_envs=3, batch_size=2, max_episode_steps=6)
+@pytest.mark.parametrize("vector", VECTORS)
+def test_gymnasium_cartpole_matches_envpool_semantics(vector: str) -> None:
+    env = make_env("gymnasium:CartPole-v1", num_envs=3, batch_size=2, max_episode_steps=6, vector=vector)
     assert resolve_backend("gymnasium:CartPole-v1") == "gymnasium"
     pool = make_env("CartPole-v1", num_envs=3, batch_size=2, num_threads=1, max_episode_steps=6)
     assert env.spec == pool.spec
     pool.close()
     lengths = check_semantics(env, run(env, 40), max_steps=6)
+    env.close()
     assert any(6 in ls for ls in lengths.values())
-    assert make_env("gymnasium:CartPole-v1", num_envs=1).spec.max_episode_steps == 500  # gymnasium's TimeLimit
+    default = make_env("gymnasium:CartPole-v1", num_envs=1, vector=vector)
+    default.close()
+    assert default.spec.max_episode_steps == 500  # gymnasium's TimeLimit
 
 
 def test_auto_falls_back_to_gymnasium_for_ids_envpool_lacks() -> None:
@@ -416,10 +471,10 @@ def test_env_spec_round_trips_through_json() -> None:
         ("CartPol-v1", {}, "unknown env id 'CartPol-v1'.*CartPole-v1"),
         ("no_such_module_xyz:Env", {}, "module 'no_such_module_xyz' not found"),
         (f"{FAKE}:NoSuchEnv", {}, "has no attribute 'NoSuchEnv'"),
-        (f"{FAKE}:np", {}, "'np' is not a subclass of jaxrl_dist.envs.BaseEnv"),
+        (f"{FAKE}:np", {}, "'np' is not a BaseEnv subclass, a gymnasium.Env subclass or a function returning an env"),
         ("jaxrl_dist.envs.base:BaseEnv", {}, "does not implement"),
         (f"{FAKE}:CountdownEnv", {"lenght": 3}, "kwargs \\['lenght'\\] do not fit"),
-        ("a:b:c", {}, "expected 'package.module:ClassName'"),
+        ("a:b:c", {}, "expected 'package.module:Name'"),
         ("CartPole-v1", {"no_such_option": 1}, "not accepted"),
     ],
 )
@@ -437,6 +492,9 @@ def test_user_errors_are_one_line(env_id: str, kwargs: dict[str, Any], match: st
         ({"backend": "ray"}, "env backend 'ray'.*auto, envpool, custom, gymnasium"),
         ({"backend": "envpool", "env_id": "Taxi-v4"}, "not an envpool task"),
         ({"max_episode_steps": -1}, "max_episode_steps=-1"),
+        ({"vector": "threads"}, "env vector 'threads' is not allowed; allowed: inline, subprocess"),
+        ({"vector": "subprocess"}, "env vector 'subprocess' is not allowed for envpool task 'CartPole-v1'"),
+        ({"vector": "subprocess", "workers": -1, "env_id": f"{FAKE}:CountdownEnv"}, "workers=-1"),
     ],
 )
 def test_bad_sizes_and_backends(overrides: dict[str, Any], match: str) -> None:

@@ -121,10 +121,10 @@ def test_groups_of_two_learner_devices_end_identical(tmp_path, sync):
     both groups."""
     mode = ("roles.groups.sync=grads",) if sync == "grads" else (
         "roles.groups.sync=params", "roles.groups.interval=16", f"roles.groups.overlap={sync == 'overlap'}")
-    proc = run(["mpirun", "-n", "2", *train_cmd(tmp_path, sync, *SHORT, *mode, "roles.learner.num_devices=2")],
+    proc = run(["mpirun", "-n", "2", *train_cmd(tmp_path, sync, *SHORT, *mode, "roles.learner.devices=2")],
                timeout=300, env=fake_devices(3))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "mesh data=2" in run(train_cmd(tmp_path, "t", *SHORT, *mode, "roles.learner.num_devices=2",
+    assert "mesh data=2" in run(train_cmd(tmp_path, "t", *SHORT, *mode, "roles.learner.devices=2",
                                           extra=("--print-topology",)), env=fake_devices(3)).stdout
     last = final(tmp_path / sync)
     assert last["groups/identical_state"] == 1.0
@@ -153,7 +153,7 @@ def test_ppo_in_groups(tmp_path, sync, devices):
     learners average gradients (or every 4 updates their states) and end identical."""
     proc = run(["mpirun", "-n", "2", *train_cmd(tmp_path, sync, "roles.groups.count=2", f"roles.groups.sync={sync}",
                                                 "roles.groups.interval=4", "train.total_env_steps=12000",
-                                                "eval.interval=0", f"roles.learner.num_devices={devices}",
+                                                "eval.interval=0", f"roles.learner.devices={devices}",
                                                 config=ROOT / "configs" / "ppo_cartpole.yaml")],
                timeout=300, env=fake_devices(3))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -170,7 +170,7 @@ def test_sac_in_groups(tmp_path, devices):
     allreduces, met in the same order by both groups."""
     proc = run(["mpirun", "-n", "2", *train_cmd(tmp_path, "sac", "roles.groups.count=2", "train.total_env_steps=4000",
                                                 "train.learning_starts=1000", "eval.interval=0",
-                                                f"roles.learner.num_devices={devices}",
+                                                f"roles.learner.devices={devices}",
                                                 config=ROOT / "configs" / "sac_pendulum.yaml")],
                timeout=300, env=fake_devices(3))
     assert proc.returncode == 0, proc.stderr[-3000:]

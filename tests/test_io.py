@@ -31,6 +31,7 @@ from jaxrl_dist.io import (
 )
 from jaxrl_dist.io import checkpoint as checkpoint_module
 from jaxrl_dist.io import experiment as experiment_module
+from jaxrl_dist.io.experiment import has_checkpoint
 from jaxrl_dist.io.progress import _format_duration
 
 # ---------------------------------------------------------------------------------------------------- experiment dirs
@@ -113,29 +114,35 @@ def test_overwrite_puts_old_run_back_if_new_dir_fails(tmp_path: Path, monkeypatc
         real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", failing_mkdir)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(UserError, match="disk full"):  # one line, exit 2
         prepare_experiment_dir(path, resume=False, overwrite=True)
     assert (path / "config.yaml").read_text() == "old: 1\n"
 
 
-def test_resume_requires_finished_checkpoint(tmp_path: Path) -> None:
+def test_resume_keeps_the_run_and_counts_only_finished_checkpoints(tmp_path: Path) -> None:
+    """--resume keeps what the directory holds; without a finished checkpoint the run starts afresh there."""
     path = _old_run(tmp_path)
-    with pytest.raises(UserError, match="no checkpoint"):
-        prepare_experiment_dir(path, resume=True, overwrite=False)
+    assert prepare_experiment_dir(path, resume=True, overwrite=False) == path and not has_checkpoint(path)
     (path / "checkpoints" / "5.orbax-checkpoint-tmp").mkdir()  # an interrupted save does not count
-    with pytest.raises(UserError, match="no checkpoint"):
-        prepare_experiment_dir(path, resume=True, overwrite=False)
+    assert not has_checkpoint(path)
     (path / "checkpoints" / "4").mkdir()
-    assert prepare_experiment_dir(path, resume=True, overwrite=False) == path
+    assert prepare_experiment_dir(path, resume=True, overwrite=False) == path and has_checkpoint(path)
     assert (path / "config.yaml").exists()
+    never = tmp_path / "a" / "never_started"  # a requeued task whose first process died before making it
+    assert prepare_experiment_dir(never, resume=True, overwrite=False) == never and never.is_dir()
 
 
-@pytest.mark.parametrize(("resume", "overwrite"), [(True, False), (True, True)])
-def test_nothing_created_on_error(tmp_path: Path, resume: bool, overwrite: bool) -> None:
+@pytest.mark.parametrize("blocker", ["file", "parent_file"])
+def test_nothing_created_on_error(tmp_path: Path, blocker: str) -> None:
     path = tmp_path / "a" / "run"
-    with pytest.raises(UserError):
-        prepare_experiment_dir(path, resume=resume, overwrite=overwrite)
+    with pytest.raises(UserError, match="exclude each other"):
+        prepare_experiment_dir(path, resume=True, overwrite=True)
     assert not (tmp_path / "a").exists()
+    # A directory that cannot be made is one line naming it, not an OSError's traceback.
+    (tmp_path / "a").write_text("a file where a directory should be")
+    target = tmp_path / "a" if blocker == "file" else path
+    with pytest.raises(UserError, match=re.escape(str(tmp_path / "a"))):
+        prepare_experiment_dir(target, resume=False, overwrite=False)
 
 
 def test_config_snapshot_keeps_key_order(tmp_path: Path) -> None:

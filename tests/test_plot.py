@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from jaxrl_dist import plot
-from jaxrl_dist.io.plots import band, group_runs, read_curve
+from jaxrl_dist.io.plots import band, group_runs, read_curve, timing_label
 
 BLUE, ORANGE, GREEN = (31, 119, 180), (255, 127, 14), (44, 160, 44)  # matplotlib's C0, C1, C2
 
@@ -87,3 +87,21 @@ def test_plot_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Captu
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_timing_labels_lines_with_steps_wall_time_and_sps_and_adds_a_clock_axis(tmp_path: Path) -> None:
+    """`--timing`: a line's label ends with its env steps, wall time and env steps/s (the mean over its seeds); a
+    single run gets a top axis of wall-clock minutes."""
+    steps = [1000, 2000, 3000, 4000]
+    run = make_run(tmp_path, "one", 1e-3, 0, [(s, s / 10) for s in steps])  # last line: 4,007 env steps at 4 s
+    assert timing_label([run]) == "(4,007 env steps in 4 s, 1,002 env steps/s)"
+    other = make_run(tmp_path, "two", 1e-3, 1, [(2 * s, 1.0) for s in steps])  # 8,007 at 8 s
+    assert timing_label([run, other]) == "(6,007 env steps in 6 s, 1,001 env steps/s)"
+    plain, timed = tmp_path / "plain.png", tmp_path / "timed.png"
+    assert plot.main([str(run), "--out", str(plain)]) == 0
+    assert plot.main([str(run), "--out", str(timed), "--timing"]) == 0
+    a, b = (np.asarray(Image.open(p).convert("L")) for p in (plain, timed))
+    assert a.shape == b.shape
+    # The axes' top spine (the first row that is mostly dark) moves down to make room for the clock axis.
+    spine_a, spine_b = (int(np.argmax((x < 128).mean(axis=1) > 0.5)) for x in (a, b))
+    assert spine_b > spine_a + 20, (spine_a, spine_b)

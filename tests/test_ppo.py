@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -25,6 +26,7 @@ from jaxrl_dist.roles.resume import read_counters, restore
 from jaxrl_dist.roles.runner import run_graph
 
 CONFIG = "configs/ppo_cartpole.yaml"
+ROOT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 DISCRETE = EnvSpec((4,), "float32", "discrete", 2, (), (), (), 0)
 CONTINUOUS = EnvSpec((3,), "float32", "continuous", 0, (2,), (-2.0, -1.0), (2.0, 1.0), 0)
 
@@ -82,10 +84,12 @@ def test_gae_matches_numpy_reference() -> None:
     np.testing.assert_allclose(np.asarray(ret), np.where(want_valid, want + value[:-1], 0), rtol=1e-5, atol=1e-5)
 
 
-def random_segment(algo, state, spec: EnvSpec, num_envs: int, length: int, seed: int = 0) -> Segment:  # noqa: ANN001
-    """A segment `[num_envs, length + 1, ...]` of random observations with the policy's own records."""
+def random_segment(algo, state, spec: EnvSpec, num_envs: int, length: int, seed: int = 0,  # noqa: ANN001
+                   obs_scale: float = 1.0, obs_shift: float = 0.0) -> Segment:
+    """A segment `[num_envs, length + 1, ...]` of random observations (normal, `obs_shift + obs_scale * N(0, 1)`)
+    with the policy's own records, acted with `algo.actor_params(state)`."""
     rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(num_envs, length + 1, *spec.obs_shape)).astype(np.float32)
+    obs = (obs_shift + obs_scale * rng.normal(size=(num_envs, length + 1, *spec.obs_shape))).astype(np.float32)
     params = algo.actor_params(state)
     record = jax.vmap(lambda o, k: algo.act(params, o, k, 0.0)[0], in_axes=(1, 0), out_axes=1)(
         obs, jax.random.split(jax.random.PRNGKey(seed), length + 1))
@@ -116,6 +120,29 @@ def test_update_under_jit_gives_finite_scalar_metrics(spec: EnvSpec, normalize_o
         assert (np.asarray(seg.policy.action) <= np.array(spec.action_high)).all()
 
 
+def noisy(params: Any, seed: int) -> Any:
+    """`params` plus normal noise (std 0.5) on every leaf."""
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed), len(jax.tree.leaves(params))))
+    return jax.tree.map(lambda x: x + 0.5 * jax.random.normal(next(keys), x.shape), params)
+
+
+def test_obs_norm_first_minibatch_is_on_policy_in_sync_mode() -> None:
+    """Synchronous mode (max_staleness 0): the actor acted with the learner's current state, statistics included, so
+    the first (and only) minibatch step sees ratio 1 exactly, although the segment moves the running statistics."""
+    cfg = build({"algo": {"name": "ppo", "segment_length": 8, "num_minibatches": 1, "epochs": 1},
+                 "network": {"hidden": [16], "normalize_obs": True}})
+    for spec in (DISCRETE, CONTINUOUS):
+        algo = make_algorithm(spec, cfg)
+        state = algo.init(jax.random.PRNGKey(0))
+        # A policy that depends on its input (the initial head is nearly uniform) and observations far from the
+        # initial statistics (mean 0, variance 1): normalising with the updated statistics changes every logit.
+        state = state.replace(inner=state.inner.replace(params=noisy(state.inner.params, seed=1)))
+        seg = random_segment(algo, state, spec, 4, 8, obs_scale=3.0, obs_shift=4.0)
+        _, metrics = jax.jit(algo.update)(state, seg)
+        assert float(metrics["approx_kl"]) < 1e-8, (spec.action_kind, float(metrics["approx_kl"]))
+        assert float(metrics["clip_frac"]) == 0.0, spec.action_kind
+
+
 def test_segment_config_errors_name_the_key() -> None:
     from jaxrl_dist.config import plan
 
@@ -123,7 +150,7 @@ def test_segment_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="env.batch_size"):
         plan(build({**base, "env": {"num_envs": 6, "batch_size": 3}}))
     with pytest.raises(ConfigError, match="env.num_envs"):
-        plan(build({**base, "roles": {"learner": {"num_devices": 4}}}))
+        plan(build({**base, "roles": {"learner": {"devices": 4}}}))
     with pytest.raises(ConfigError, match="algo.num_minibatches"):
         plan(build({**base, "algo": {"name": "ppo", "segment_length": 10, "num_minibatches": 4}}))
     with pytest.raises(ConfigError, match="train.max_staleness.*allowed: 0 .* or 1"):  # 64, the replay default
@@ -251,6 +278,66 @@ def test_export_parity_onnx(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got["action"], want["action"])
     for name in ("logits", "value"):
         assert np.abs(got[name] - want[name]).max() <= 1e-5
+
+
+PONG = EnvSpec((4, 84, 84), "uint8", "discrete", 6, (), (), (), 0)
+# CleanRL's ppo_atari_envpool Agent: Conv(4->32, 8/4), Conv(32->64, 4/2), Conv(64->64, 3/1), Dense(3136->512), then a
+# linear policy head (512->6) and a linear value head (512->1) on that one trunk.
+CLEANRL_ATARI_PARAMS = (8 * 8 * 4 * 32 + 32) + (4 * 4 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (3136 * 512 + 512) \
+    + (512 * 6 + 6) + (512 + 1)
+
+
+def test_pong_config_has_cleanrls_shared_trunk() -> None:
+    """configs/ppo_pong.yaml builds CleanRL's Atari agent: one Nature-CNN trunk, separate linear heads."""
+    from jaxrl_dist.config import load_config
+
+    cfg = load_config(ROOT_CONFIGS / "ppo_pong.yaml")
+    assert cfg.algo.shared_trunk
+    algo = make_algorithm(PONG, cfg)
+    params = jax.eval_shape(algo.init, jax.random.PRNGKey(0)).params
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) == CLEANRL_ATARI_PARAMS
+    separate = make_algorithm(PONG, build({"algo": {"name": "ppo"}, "network": {"torso": "nature_cnn",
+                                                                                  "hidden": [512]}}))
+    separate_params = jax.eval_shape(separate.init, jax.random.PRNGKey(0)).params
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(separate_params)) > 1.9 * CLEANRL_ATARI_PARAMS
+
+
+def test_shared_trunk_trains_with_one_torso() -> None:
+    """An MLP shared trunk: one torso in the parameters, which both the policy and the value loss move."""
+    cfg = build({"algo": {"name": "ppo", "segment_length": 8, "num_minibatches": 2, "epochs": 2, "shared_trunk": True},
+                 "network": {"hidden": [16]}})
+    algo = make_algorithm(DISCRETE, cfg)
+    state = jax.jit(algo.init)(jax.random.PRNGKey(0))
+    torsos = [k for k in state.params["params"] if "torso" in k]
+    assert len(torsos) == 1, list(state.params["params"])
+    new, metrics = jax.jit(algo.update)(state, random_segment(algo, state, DISCRETE, 4, 8))
+    assert all(np.isfinite(v) for v in metrics.values())
+    trunk = torsos[0]
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), state.params["params"][trunk], new.params["params"][trunk])
+    assert all(jax.tree.leaves(moved))
+
+
+def test_shared_trunk_cnn_export_parity(tmp_path: Path) -> None:
+    """A shared-trunk Nature-CNN PPO policy takes raw uint8 frames in ONNX and SavedModel, matching JAX."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tensorflow")
+    from jaxrl_dist.export import FORMATS, export_policy
+    from jaxrl_dist.export.signature import random_observations, signature_of
+    from jaxrl_dist.io.policy import LoadedPolicy
+
+    cfg = build({"algo": {"name": "ppo", "shared_trunk": True}, "network": {"torso": "nature_cnn", "hidden": [64]}})
+    algo = make_algorithm(PONG, cfg)
+    params = algo.actor_params(jax.jit(algo.init)(jax.random.PRNGKey(3)))
+    policy = LoadedPolicy(Path("/nonexistent/ppo"), 0, cfg, PONG, algo, params, {})
+    results = export_policy(policy, ["onnx", "savedmodel"], tmp_path, samples=64, log=lambda _: None)
+    obs = random_observations(signature_of(policy), 256, seed=2)
+    want = jax.device_get(jax.jit(algo.inference)(params, obs))
+    for result in results:
+        got = FORMATS[result.format].load(result.path)(obs)
+        assert set(got) == {"action", "logits", "value"}
+        np.testing.assert_array_equal(got["action"], want["action"])
+        for name in ("logits", "value"):
+            assert np.abs(got[name] - want[name]).max() <= 1e-5 * max(1.0, np.abs(want[name]).max()), result.format
 
 
 def test_config_solves_cartpole(tmp_path: Path) -> None:

@@ -41,10 +41,11 @@ def test_ratio_limiter_counts_from_resume_point() -> None:
 
 
 def test_param_store_staleness_wait() -> None:
-    store = ParamStore({"w": 0}, version=0)
+    store = ParamStore(version=0)
+    store.publish({"cpu": {"w": 0}}, 0)
     assert not store.wait_newer(8, timeout=0.05)
-    store.publish({"w": 1}, 8)
-    assert store.wait_newer(8, timeout=0.05) and store.latest() == ({"w": 1}, 8)
+    store.publish({"cpu": {"w": 1}}, 8)
+    assert store.wait_newer(8, timeout=0.05) and store.latest("cpu") == ({"w": 1}, 8)
 
 
 def test_actor_waits_when_parameters_are_too_stale(tmp_path: Path) -> None:
@@ -57,7 +58,7 @@ def test_actor_waits_when_parameters_are_too_stale(tmp_path: Path) -> None:
         start = time.monotonic()
         assert not actor.refresh_params(timeout=0.1)
         assert time.monotonic() - start >= 0.09
-        g.store.publish(g.store.latest()[0], 17)
+        g.store.publish({actor.device: g.store.latest(actor.device)[0]}, 17)
         assert actor.refresh_params(timeout=0.05) and actor.version == 17
     finally:
         g.close()

@@ -1,4 +1,5 @@
-"""SAC: the tanh-Gaussian log-density, Pendulum solved within the config's budget, exports with float parity."""
+"""SAC: the tanh-Gaussian log-density, the uniform warm-up, Pendulum solved within the config's budget, exports with
+float parity."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 from jax.scipy.stats import norm
 
+from jaxrl_dist.algos import make_algorithm
 from jaxrl_dist.algos.sac import squashed_sample
+from jaxrl_dist.config import build, plan
+from jaxrl_dist.envs import EnvSpec
 from jaxrl_dist.export import FORMATS
 from jaxrl_dist.export.signature import random_observations, signature_of
 from jaxrl_dist.io import read_metrics
@@ -34,6 +38,49 @@ def test_squashed_sample_log_prob_is_the_change_of_variables() -> None:
     naive = jnp.sum(norm.logpdf(pre, mean, jnp.exp(log_std)) - jnp.log(1.0 - action**2), axis=-1)
     np.testing.assert_allclose(log_prob, naive, rtol=1e-4)
     assert bool(jnp.all(jnp.abs(action) < 1.0))
+
+
+SPEC = EnvSpec((3,), "float32", "continuous", 0, (2,), (-2.0, 0.0), (2.0, 1.0), 0)
+
+
+def warmup_cfg(**algo: object) -> object:
+    return build({"algo": {"name": "sac", **algo}, "network": {"hidden": [16]}, "env": {"num_envs": 4},
+                  "replay": {"batch_size": 32}, "train": {"learning_starts": 500, "total_env_steps": 5000}})
+
+
+def test_warmup_acts_uniformly_until_learning_starts_then_with_the_policy() -> None:
+    """Before the run's learning_starts (the plan's `fill`, by default) `act` draws uniform actions in the bounds
+    (mean and variance of U[low, high]); from then on, the policy's tanh-Gaussian samples."""
+    cfg = warmup_cfg()
+    run_plan = plan(cfg)
+    assert run_plan.fill == 500
+    algo = make_algorithm(SPEC, cfg, plan=run_plan)
+    assert [algo.exploration(t) for t in (0, 499, 500, 10**6)] == [1.0, 1.0, 0.0, 0.0]
+    params = algo.actor_params(algo.init(jax.random.PRNGKey(0)))
+    n = 20_000
+    obs = np.tile(np.random.default_rng(0).normal(size=(1, 3)).astype(np.float32), (n, 1))
+    act = jax.jit(algo.act)
+    low, high = np.array(SPEC.action_low), np.array(SPEC.action_high)
+    warm = np.asarray(act(params, obs, jax.random.PRNGKey(1), algo.exploration(0))[0])
+    assert warm.shape == (n, 2) and (warm >= low).all() and (warm <= high).all()
+    np.testing.assert_allclose((warm.mean(axis=0) - low) / (high - low), [0.5, 0.5], atol=0.01)
+    np.testing.assert_allclose(warm.var(axis=0), (high - low) ** 2 / 12, rtol=0.03)
+    # After the warm-up: the distribution of the policy's own samples (drawn here with another key).
+    after = np.asarray(act(params, obs, jax.random.PRNGKey(2), algo.exploration(500))[0])
+    out = algo.inference(params, obs)
+    unit, _ = squashed_sample(out["mean"], out["log_std"], jax.random.PRNGKey(3))
+    policy = low + 0.5 * (np.asarray(unit) + 1.0) * (high - low)
+    np.testing.assert_allclose((after.mean(axis=0) - policy.mean(axis=0)) / (high - low), [0, 0], atol=0.01)
+    np.testing.assert_allclose(after.std(axis=0), policy.std(axis=0), rtol=0.05)
+    assert (after.var(axis=0) < 0.5 * warm.var(axis=0)).all()  # the initial policy is far narrower than uniform
+
+
+def test_warmup_steps_override_and_disable() -> None:
+    explicit = make_algorithm(SPEC, warmup_cfg(warmup_steps=100), plan=plan(warmup_cfg(warmup_steps=100)))
+    assert [explicit.exploration(t) for t in (99, 100)] == [1.0, 0.0]
+    off = make_algorithm(SPEC, warmup_cfg(warmup_steps=0), plan=plan(warmup_cfg(warmup_steps=0)))
+    assert off.exploration(0) == 0.0
+    assert make_algorithm(SPEC, warmup_cfg()).exploration(0) == 0.0  # inference-only build (no plan): never acts
 
 
 def test_sac_solves_pendulum_and_exports_with_float_parity(tmp_path: Path) -> None:

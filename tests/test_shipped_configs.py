@@ -1,6 +1,7 @@
 """Smoke runs of the shipped Atari, MuJoCo and multi-device configs as a user starts them
 (`python -m jaxrl_dist.train`), shrunk by `--set` to a few hundred env steps: exit 0, finite metrics, a final
-checkpoint. The multi-device configs run on 3 fake CPU devices (actor on one, the learner on two)."""
+checkpoint. The multi-device configs run on 3 fake CPU devices (actor on one, the learner on two), the 8-device one on
+8."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ SMOKE = {
                  "train.total_env_steps=64", "eval.interval=0"),
     "dqn_cartpole_multidevice": ("train.total_env_steps=3000", "eval.interval=0"),
     "sac_pendulum_multidevice": ("train.total_env_steps=2000", "eval.interval=0"),
+    "dqn_cartpole_8devices": ("train.total_env_steps=3000", "eval.interval=0"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_shipped_config_smoke_run(tmp_path: Path, name: str) -> None:
-    env = fake_devices(3) if name.endswith("_multidevice") else None
+    env = fake_devices(3) if name.endswith("_multidevice") else fake_devices(8) if name.endswith("8devices") else None
     result = train(tmp_path, name, *SMOKE[name], config=ROOT / "configs" / f"{name}.yaml", timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     exp = tmp_path / name

@@ -231,3 +231,38 @@ def test_online_without_login_is_one_user_error(wandb_offline: None, monkeypatch
     with pytest.raises(UserError, match=r"^W&B did not start: .*wandb login.*mode=offline") as err:
         WandbTracker(CONFIG, {"project": "p", "mode": "online"}, tmp_path)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.timeout(600)
+def test_train_and_resume_continue_one_wandb_run(wandb_offline: None, tmp_path: Path) -> None:
+    """`train` with `log.wandb` in offline mode records the config, the metrics and the evaluation video; the run id
+    goes into the checkpoint, and `train --resume` continues that W&B run."""
+    import os
+
+    from cli_runs import train
+
+    from jaxrl_dist.io import Checkpointer
+
+    env = dict(os.environ)
+    sets = ("roles.mode=serial", "train.total_env_steps=3000", "train.learning_starts=500", "eval.interval=1500",
+            "eval.episodes=1", "eval.target_return=null", "eval.video=true", "eval.video_fps=50",
+            "log.wandb={project: jaxrl-tests, mode: offline, tags: [ci]}")
+    first = train(tmp_path, "tracked", *sets, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    exp = tmp_path / "tracked"
+    (log,) = offline_runs(exp)
+    run_id = log.name[len("run-"):-len(".wandb")]
+    with Checkpointer(exp / "checkpoints") as ckpt:
+        assert ckpt.read_meta()["wandb_run_id"] == run_id
+    records = finished_records(log)
+    rows = history(records)
+    assert any("train/loss" in h for h in rows) and any("eval/episode_return" in h for h in rows)
+    assert any(h.get("eval/video/_type") == "video-file" for h in rows), rows
+    time.sleep(1.0)  # offline run folders are named to the second
+    second = train(tmp_path, "tracked", *sets, "train.total_env_steps=4500", extra=("--resume",), env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    logs = offline_runs(exp)
+    assert [p.name for p in logs] == [log.name] * 2, logs
+    resumed = next(r.run for r in finished_records(logs[1]) if r.WhichOneof("record_type") == "run")
+    assert (resumed.run_id, resumed.resume) == (run_id, True)
+    assert max(h["env_steps"] for h in history(finished_records(logs[1]))) >= 4500

@@ -63,9 +63,12 @@ def resolve_algorithm(name: str) -> AlgorithmDef:
         raise UserError(f"{what}: config field(s) {', '.join(no_default)} of {cfg_cls.__name__} need a default")
     if obj.data not in ("replay", "segments"):
         raise UserError(f"{what}: data={obj.data!r} is not supported; allowed: 'replay', 'segments'")
-    bad_kinds = [k for k in obj.action_kinds if k not in ("discrete", "continuous")]
+    from jaxrl_dist.envs.spec import ACTION_KINDS  # here: built-in names load no env code
+
+    bad_kinds = [k for k in obj.action_kinds if k not in ACTION_KINDS]
     if bad_kinds or not obj.action_kinds:
-        raise UserError(f"{what}: action_kinds {obj.action_kinds!r} is not allowed; use 'discrete' and/or 'continuous'")
+        raise UserError(f"{what}: action_kinds {obj.action_kinds!r} is not allowed; use any of "
+                        f"{', '.join(map(repr, ACTION_KINDS))}")
     if not callable(obj.make):
         raise UserError(f"{what}: make is a {type(obj.make).__name__}, not a function")
     try:
@@ -102,8 +105,8 @@ def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce, plan=None) ->
         spec: the env spec.
         cfg: the whole config (the system's view: the algorithm itself receives `cfg.algo` and `cfg.network`).
         grad_reduce: the learner's gradient reduction over its shards.
-        plan: the run's plan (`jaxrl_dist.config.Plan`), whose sizes the context carries; None for an algorithm
-            built only to run a policy (export, evaluation).
+        plan: the run's plan (`jaxrl_dist.config.Plan`), whose sizes the context carries (`total_updates`,
+            `learning_starts` from `fill`); None for an algorithm built only to run a policy (export, evaluation).
 
     Raises:
         UserError: The algorithm does not handle the env's action space, or its `make` returned something unusable.
@@ -114,7 +117,8 @@ def make_algorithm(spec, cfg, grad_reduce: GradReduce = no_reduce, plan=None) ->
         raise UserError(f"config key 'algo.name': {cfg.algo.name} needs {' or '.join(definition.action_kinds)} "
                         f"actions but env {cfg.env.id} has {spec.action_kind} actions; allowed for it: "
                         f"{', '.join(fits) or 'none of the built-in algorithms yet'}")
-    context = BuildContext(cfg.network, grad_reduce, plan.total_updates if plan is not None else 0)
+    context = BuildContext(cfg.network, grad_reduce, plan.total_updates if plan is not None else 0,
+                           plan.fill if plan is not None else 0)
     algo = check_algorithm(definition.make(spec, cfg.algo, context), cfg.algo.name)
     from jaxrl_dist.algos.transforms import with_obs_norm, with_reward_scale  # JAX: only once an algorithm is built
 

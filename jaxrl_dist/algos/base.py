@@ -43,15 +43,18 @@ class Algorithm(NamedTuple):
     Attributes:
         init: `key -> state`, the full learner state (a flax.struct.dataclass).
         update: `(state, batch) -> (state, metrics)` for one shard; jit-able; metrics are scalars.
-        act: `(params, obs [B, ...], key, eps) -> (actions [B], key)`, the exploring policy of actors (for
-            `data="segments"`: `(record, key)`, a pytree with an `action` field, see `AlgorithmDef`).
-        eval_act: `(params, obs [B, ...]) -> actions [B]`, the greedy / deterministic policy.
+        act: `(params, obs [B, ...], key, exploration) -> (actions [B, *action_shape], key)`, the exploring policy
+            of actors, given `exploration(env_steps)` (for `data="segments"`: `(record, key)`, a pytree with an
+            `action` field, see `AlgorithmDef`).
+        eval_act: `(params, obs [B, ...]) -> actions [B, *action_shape]`, the greedy / deterministic policy.
         inference: `(params, obs [B, ...]) -> {name: [B, ...]}`, the deployable policy: what evaluation and export
             run. Its "action" entry is `eval_act`'s action; the other entries are the algorithm's policy outputs
             (DQN: "q_values" `[B, A]` float32). Observations are raw env observations (uint8 frames included):
             any scaling belongs inside, so that an exported graph takes what the env gives.
         actor_params: `state -> params` the actors and the evaluator need.
-        exploration: `env_steps -> float`, the actors' exploration parameter (epsilon for DQN).
+        exploration: `env_steps -> float`, the actors' exploration parameter at this process's env steps (epsilon
+            for DQN; for SAC 1 during its uniform warm-up, else 0). A plain Python function of the count: the
+            actor evaluates it on the host and passes the number to `act`.
     """
 
     init: Callable[[jax.Array], Any]
@@ -66,11 +69,14 @@ class Algorithm(NamedTuple):
 def entropy_explorer(init: Callable[[jax.Array], Any], update: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
                      act: Callable[..., tuple[Any, jax.Array]],
                      inference: Callable[[Any, jax.Array], dict[str, jax.Array]],
-                     actor_params: Callable[[Any], Any]) -> Algorithm:
-    """The `Algorithm` of one whose exploration is its policy's own entropy (SAC, PPO): no exploration schedule, and
-    the deterministic policy is `inference`'s action."""
+                     actor_params: Callable[[Any], Any],
+                     exploration: Callable[[int], float] | None = None) -> Algorithm:
+    """The `Algorithm` of one whose exploration is its policy's own entropy (SAC, PPO): the deterministic policy is
+    `inference`'s action, and there is no exploration schedule (0) unless `exploration` gives one (SAC's uniform
+    warm-up)."""
     return Algorithm(init=init, update=update, act=act, eval_act=lambda params, obs: inference(params, obs)["action"],
-                     actor_params=actor_params, exploration=lambda env_steps: 0.0, inference=inference)
+                     actor_params=actor_params, exploration=exploration or (lambda env_steps: 0.0),
+                     inference=inference)
 
 
 class BuildContext(NamedTuple):
@@ -84,11 +90,15 @@ class BuildContext(NamedTuple):
             device. `update` must reduce its gradients with it.
         total_updates: learner updates this process makes in the whole run (a learning-rate schedule anneals over
             them); 0 where unknown (an algorithm built only to run a policy, e.g. for export).
+        learning_starts: env steps of this process before its first update (`Plan.fill`: its share of
+            `train.learning_starts` plus the steps n-step windows hold back), counted like the `env_steps` that
+            `exploration` gets; 0 on the segments path and where unknown (a policy-only build never acts).
     """
 
     network: Any
     grad_reduce: GradReduce = no_reduce
     total_updates: int = 0
+    learning_starts: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +123,8 @@ class AlgorithmDef:
             or "segments" (on-policy), one actor's `Segment` `[B, T + 1, ...]` per update, with `T` the config's
             `segment_length`. A segments algorithm's `act` returns `(record, key)`: `record` is a pytree with an
             `action` field (what the env gets), all leaves `[B, ...]`, stored in the segment as `Segment.policy`.
-        action_kinds: The action spaces it handles: "discrete", "continuous" or both.
+        action_kinds: The action spaces it handles (`EnvSpec.action_kind`): any of "discrete", "continuous" and
+            "multi_discrete" (`[B, D]` int32 actions, dimension d in 0..nvec[d] - 1).
     """
 
     config: type

@@ -2,7 +2,7 @@
 and reward scaling. Each takes an `Algorithm` and returns one, pure functions still.
 
 Observation normalisation lives in the learner state, not in the envs: the running statistics are updated by the
-learner from the replay batches it trains on (reduced across shards with the same injected `grad_reduce` as the
+learner from the batches it trains on (reduced across shards with the same injected `grad_reduce` as the
 gradients), travel to the actors and the evaluator inside the actor parameters, are saved in checkpoints with the
 rest of the state, and are constants of the exported graph, which therefore takes raw observations.
 """
@@ -63,10 +63,22 @@ def merge_moments(stats: ObsStats, obs: jax.Array, reduce: GradReduce) -> ObsSta
 
 
 def with_obs_norm(algo: Algorithm, obs_shape: tuple[int, ...], grad_reduce: GradReduce) -> Algorithm:
-    """`algo` fed standardised observations; the statistics are learnt from the replay batches.
+    """`algo` fed standardised observations; the statistics are learnt from the batches it trains on.
 
     The actor parameters become `(inner actor params, ObsStats)`, so acting, evaluation and export normalise with
     the statistics of the learner state they came from.
+
+    Which statistics normalise a batch:
+
+    - A replay batch (`Transition`) is merged first and normalised with the statistics that include it: off-policy
+      learning does not need the observations as the actor saw them, and the newest estimate is the best one.
+    - An on-policy `Segment` is normalised with the statistics of the state *before* it is merged, which are the
+      ones its actor acted with, so that the policy the update starts from is the one that recorded the segment's
+      log-probabilities and values (PPO's first ratio is 1); the segment is merged afterwards, for the next
+      update. This is exact in synchronous mode (`train.max_staleness: 0`), where the actor acts with the learner's
+      current state. With `max_staleness: 1` the actor collected segment s + 1 with the state after s updates while
+      the learner trains on it from the state after s + 1: the statistics then lag by one segment's merge, exactly
+      as the parameters lag by one update, and PPO's clipping treats both alike as a slightly off-policy segment.
     """
 
     def init(key: jax.Array) -> ObsNormState:
@@ -76,7 +88,7 @@ def with_obs_norm(algo: Algorithm, obs_shape: tuple[int, ...], grad_reduce: Grad
     def update(state: ObsNormState, batch: Transition | Segment) -> tuple[ObsNormState, dict[str, jax.Array]]:
         if isinstance(batch, Segment):  # on-policy rows [B, T + 1, ...]: every row is an observation
             stats = merge_moments(state.obs_stats, batch.obs.reshape(-1, *obs_shape), grad_reduce)
-            batch = batch._replace(obs=normalize(stats, batch.obs))
+            batch = batch._replace(obs=normalize(state.obs_stats, batch.obs))  # as acted (see the docstring)
         else:
             stats = merge_moments(state.obs_stats, batch.obs, grad_reduce)
             batch = batch._replace(obs=normalize(stats, batch.obs), next_obs=normalize(stats, batch.next_obs))

@@ -1,4 +1,5 @@
-"""`python -m jaxrl_dist.bench {throughput,solve,scaling,replay} ... [--json]`: prints a table, or one JSON object with --json."""
+"""`python -m jaxrl_dist.bench {throughput,solve,scaling,replay,cnn,gpu,faults} ... [--json]`: prints a table, or
+one JSON object with --json."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import argparse
 import json
 import sys
 
-from jaxrl_dist.bench import replay, scaling, solve, throughput
+from jaxrl_dist.bench import cnn, faults, gpu, replay, scaling, solve, throughput
 
-COMMANDS = {"throughput": throughput, "solve": solve, "scaling": scaling, "replay": replay}
+COMMANDS = {"throughput": throughput, "solve": solve, "scaling": scaling, "replay": replay, "cnn": cnn,
+            "gpu": gpu, "faults": faults}
 
 
 def main(argv: list[str] | None = None) -> int:

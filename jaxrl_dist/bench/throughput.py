@@ -1,13 +1,17 @@
-"""`bench throughput`: raw EnvPool vs the actor pipeline vs full training, at the same env settings.
+"""`bench throughput`: raw env steps vs the actor pipeline vs full training, at the same env settings.
 
 Three figures in one run, each after a warm-up (JIT compilation is excluded here; `bench solve` includes it):
-raw EnvPool random-action steps/s; the actor pipeline (recv, replay write, policy inference, send) with the
-learner off; and full asynchronous training (env steps/s and learner updates/s), with their ratios.
+raw random-action steps/s of the env alone; the actor pipeline (recv, replay write, policy inference, send) with
+the learner off; and full asynchronous training (env steps/s and learner updates/s), with their ratios. The raw
+figure is EnvPool's own for an EnvPool task; for a Python env (custom, gymnasium) it is measured for both
+`env.vector` backends, inline and subprocess (with `env.workers`), side by side, e.g. for the 1 ms step of
+`--env jaxrl_dist.envs.fake:SlowEnv`. The pipeline and training figures use the config's `env.vector`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
 import time
@@ -25,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-envs", type=int, help="envs per actor (default: the config's)")
     p.add_argument("--batch-size", type=int, help="EnvPool batch size (default: the config's)")
     p.add_argument("--threads", type=int, help="EnvPool threads (default: the config's)")
+    p.add_argument("--vector", choices=["inline", "subprocess"], help="Python envs' backend for the pipeline and "
+                                                                       "training figures (default: the config's)")
+    p.add_argument("--workers", type=int, help="subprocess workers per actor (default: the config's)")
     p.add_argument("--seconds", type=float, default=5.0, help="measuring window per figure")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
@@ -33,7 +40,7 @@ def _config(args: argparse.Namespace) -> Config:
     over = list(args.overrides) + ["roles.mode=async", "eval.interval=0", "checkpoint.interval=0",
                                    "log.tensorboard=false", "log.quiet=true"]
     for flag, key in (("env", "env.id"), ("num_envs", "env.num_envs"), ("batch_size", "env.batch_size"),
-                      ("threads", "env.num_threads")):
+                      ("threads", "env.num_threads"), ("vector", "env.vector"), ("workers", "env.workers")):
         if getattr(args, flag) is not None:
             over.append(f"{key}={getattr(args, flag)}")
     return load_config(args.config, over)
@@ -62,6 +69,44 @@ def raw_envpool(cfg: Config, seconds: float) -> float:
         steps, i = steps + len(ids), i + 1
     env.close()
     return steps / (now - start)
+
+
+def raw_python(cfg: Config, vector: str, seconds: float) -> float:
+    """Steps/s of a Python env alone through `make_env` with `vector` (random actions drawn ahead of time), after
+    a warm-up of a fifth of `seconds` (at least 0.5 s)."""
+    from jaxrl_dist.envs import make_env
+
+    b = plan(cfg).env_batch
+    env = make_env(cfg.env.id, num_envs=cfg.env.num_envs, batch_size=b, seed=0,
+                   max_episode_steps=cfg.env.max_episode_steps, backend=cfg.env.backend, kwargs=cfg.env.kwargs,
+                   vector=vector, workers=cfg.env.workers)
+    try:
+        pool = _random_actions(env.spec, b)
+        env.reset()
+        steps, i, start = 0, 0, None
+        warm = time.perf_counter() + max(0.5, seconds / 5)
+        while True:
+            now = time.perf_counter()
+            if start is None and now >= warm:
+                steps, start = 0, now
+            elif start is not None and now - start >= seconds:
+                return steps / (now - start)
+            batch = env.recv()
+            env.send(pool[i % 64], batch.env_ids)
+            steps, i = steps + b, i + 1
+    finally:
+        env.close()
+
+
+def _random_actions(spec: Any, b: int) -> np.ndarray:
+    """64 batches of random valid actions [64, b, ...] for `spec`."""
+    rng = np.random.default_rng(0)
+    if spec.action_kind == "discrete":
+        return rng.integers(0, spec.num_actions, size=(64, b))
+    if spec.action_kind == "continuous":
+        low, high = np.array(spec.action_low), np.array(spec.action_high)
+        return rng.uniform(low, high, size=(64, b, len(low))).reshape(64, b, *spec.action_shape).astype(np.float32)
+    return rng.integers(0, spec.nvec, size=(64, b, len(spec.nvec)))  # multi_discrete
 
 
 def actor_pipeline(cfg: Config, seconds: float) -> float:
@@ -122,10 +167,20 @@ def full_training(cfg: Config, seconds: float) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxrl_dist.envs.vector import resolve_backend
+
     cfg = _config(args)
     cfg = _with_budget(cfg)
     sizes = plan(cfg)
-    raw = raw_envpool(cfg, args.seconds)
+    python: dict[str, Any] = {}
+    if resolve_backend(cfg.env.id, cfg.env.backend) == "envpool":
+        raw = raw_envpool(cfg, args.seconds)
+    else:
+        inline, sub = raw_python(cfg, "inline", args.seconds), raw_python(cfg, "subprocess", args.seconds)
+        raw = sub if cfg.env.vector == "subprocess" else inline
+        python = {"raw_inline_sps": round(inline), "raw_subprocess_sps": round(sub),
+                  "subprocess_over_inline": round(sub / inline, 3),
+                  "workers": min(cfg.env.workers or os.cpu_count() or 1, cfg.env.num_envs)}
     actor = actor_pipeline(cfg, args.seconds)
     sps, ups = full_training(cfg, args.seconds)
     return {
@@ -134,6 +189,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": sizes.env_batch,
         "threads": sizes.env_threads,
         "actors": cfg.roles.actor.count,
+        "vector": cfg.env.vector,
+        **python,
         "raw_sps": round(raw),
         "actor_sps": round(actor),
         "train_sps": round(sps),
@@ -153,13 +210,20 @@ def _with_budget(cfg: Config) -> Config:
 
 
 def render(r: dict[str, Any]) -> str:
+    if "raw_inline_sps" in r:  # a Python env: both backends' raw figures; ratios to the configured one's
+        raw = [f"{'raw env, inline sps':<36}{r['raw_inline_sps']:>12}",
+               f"{'raw env, subprocess sps':<36}{r['raw_subprocess_sps']:>12}   {r['workers']} workers, "
+               f"{r['subprocess_over_inline']:.2f}x inline"]
+        setting = f" vector={r['vector']}"
+    else:
+        raw, setting = [f"{'raw EnvPool (random actions) sps':<36}{r['raw_sps']:>12}{1.0:>14.3f}"], ""
     return "\n".join([
         f"bench throughput  {r['env']}  num_envs={r['num_envs']} batch_size={r['batch_size']} "
-        f"threads={r['threads']} actors={r['actors']}",
-        f"{'figure':<34}{'value':>12}{'ratio to raw':>14}",
-        f"{'raw EnvPool (random actions) sps':<34}{r['raw_sps']:>12}{1.0:>14.3f}",
-        f"{'actor pipeline (learner off) sps':<34}{r['actor_sps']:>12}{r['actor_over_raw']:>14.3f}",
-        f"{'full training sps':<34}{r['train_sps']:>12}{r['train_over_raw']:>14.3f}",
-        f"{'full training updates/s':<34}{r['train_ups']:>12}",
+        f"threads={r['threads']} actors={r['actors']}{setting}",
+        f"{'figure':<36}{'value':>12}{'ratio to raw':>14}",
+        *raw,
+        f"{'actor pipeline (learner off) sps':<36}{r['actor_sps']:>12}{r['actor_over_raw']:>14.3f}",
+        f"{'full training sps':<36}{r['train_sps']:>12}{r['train_over_raw']:>14.3f}",
+        f"{'full training updates/s':<36}{r['train_ups']:>12}",
         f"replay ratio: measured {r['replay_ratio_measured']}, configured {r['replay_ratio_config']}",
     ])

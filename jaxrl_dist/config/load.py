@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import runpy
 import types
 import typing
@@ -20,13 +21,44 @@ from jaxrl_dist.config.schema import Config
 from jaxrl_dist.errors import ConfigError, UserError
 
 GLOBAL_KEY = "$global"
+# Keys of earlier versions, with what replaced them (an error names the new key instead of "unknown").
+RENAMED = {
+    "roles.actor.device": "roles.actor.devices (auto, a count, a name such as cpu:0, or a list of names)",
+    "roles.learner.device": "roles.learner.devices (auto, a count, a name such as gpu:1, or a list of names)",
+    "roles.learner.num_devices": "roles.learner.devices (a count N, or a list of N device names)",
+}
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the shipped configs, inside the package
+
+
+def shipped_configs() -> list[str]:
+    """The names of the shipped configs (`jaxrl_dist/configs/<name>.yaml`), which `--config NAME` finds anywhere."""
+    return sorted(p.stem for p in SHIPPED.glob("*.yaml"))
+
+
+def config_path(path: str | Path) -> Path:
+    """The file `--config` names: `path` itself when it is a file, else the shipped config of that name
+    (`dqn_cartpole` or `dqn_cartpole.yaml`: `jaxrl_dist/configs/dqn_cartpole.yaml`, after a plain `pip install` too).
+
+    Raises:
+        ConfigError: Neither exists; the message lists the shipped configs.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    if given.parent == Path(".") and given.suffix in ("", ".yaml"):
+        shipped = SHIPPED / f"{given.stem}.yaml"
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(f"config file '{path}' not found, and it names no shipped config; shipped: "
+                      f"{', '.join(shipped_configs())}")
 
 
 def read_file(path: str | Path) -> dict[str, Any]:
-    """Reads a YAML file, or a Python file that defines a `config` dict, into a plain dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found")
+    """Reads a YAML file, or a Python file that defines a `config` dict, into a plain dict; `path` may name a
+    shipped config (see `config_path`)."""
+    path = config_path(path)
     if path.suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -127,10 +159,19 @@ def load_config(path: str | Path, overrides: list[str] | None = None, seed: int 
     try:
         plan(cfg)
         _check_torso(cfg)
+        _check_tracking(cfg)
         _check_wrappers(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return cfg
+
+
+def _check_tracking(cfg: Config) -> None:
+    """`log.wandb` names known settings, and wandb is installed where it is set."""
+    if cfg.log.wandb is not None:
+        from jaxrl_dist.io.tracking import check_tracking
+
+        check_tracking(cfg.log.wandb)
 
 
 def _check_wrappers(cfg: Config) -> None:
@@ -191,6 +232,8 @@ def _convert(cls: Any, data: Any, prefix: str, pick: Any = None) -> Any:
         raise ConfigError(f"config key '{prefix[:-1]}' must be a mapping of keys, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        if f"{prefix}{key}" in RENAMED:
+            raise ConfigError(f"config key '{prefix}{key}' was replaced by {RENAMED[prefix + key]}")
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
@@ -217,7 +260,7 @@ def _describe(typ: Any) -> str:
         return " or ".join("null" if a is type(None) else _describe(a) for a in typing.get_args(typ))
     if origin is tuple:
         return f"a list of {_describe(typing.get_args(typ)[0])}"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string", dict: "a mapping"}.get(
         typ, str(typ)
     )
 
@@ -256,10 +299,14 @@ def _coerce(typ: Any, value: Any) -> Any:
         raise ValueError
     if typ is float:
         if isinstance(value, str):
-            return float(value)  # ValueError if it is no number
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError
+            number = float(value)  # ValueError if it is no number
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            raise ValueError
+        if not math.isfinite(number):  # YAML's .inf and .nan, 1e400: no key has a use for them (issue 17)
+            raise ValueError
+        return number
     if typ is str and isinstance(value, str):
         return value
     if typ is dict and isinstance(value, dict):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from jaxrl_dist.config.schema import Config
@@ -32,7 +33,8 @@ class Plan:
     Attributes:
         data: the data path of the algorithm's definition: "replay" (host replay, sampler) or "segments"
             (on-policy segments straight to the learner).
-        actors: actor threads of this process (1 in serial mode).
+        actors: actor threads of this process (1 in serial mode; else `roles.actor.count` per actor device).
+        learner_devices: devices of this process's part of the learner mesh (each takes its share of a batch).
         env_batch: envs per recv() of one actor.
         env_threads: EnvPool worker threads per actor.
         updates_per_call: K, updates fused into one learner call (1 for segments: one update per segment).
@@ -57,6 +59,7 @@ class Plan:
 
     data: Literal["replay", "segments"]
     actors: int
+    learner_devices: int
     env_batch: int
     env_threads: int
     updates_per_call: int
@@ -77,7 +80,7 @@ class Plan:
     segment_length: int = 0
 
 
-def plan(cfg: Config, spec: EnvSpec | None = None, peers: Any = None) -> Plan:
+def plan(cfg: Config, spec: EnvSpec | None = None, peers: Any = None, devices: Any = None) -> Plan:
     """The run's plan; raises `ConfigError` naming the keys that do not fit.
 
     Args:
@@ -85,6 +88,8 @@ def plan(cfg: Config, spec: EnvSpec | None = None, peers: Any = None) -> Plan:
         spec: the env's spec: adds the rules between the config and the env (None: the config alone).
         peers: this process's MPI group or `jax.distributed` processes (`jaxrl_dist.distributed.peers.Peers`), or
             None. A multi-process mesh splits env steps, `learning_starts` and every batch between its processes.
+        devices: the resolved devices (`jaxrl_dist.distributed.devices.Devices`); None: the counts the config names
+            (`auto`: one device each).
     """
     from jaxrl_dist.algos import resolve_algorithm
 
@@ -98,13 +103,15 @@ def plan(cfg: Config, spec: EnvSpec | None = None, peers: Any = None) -> Plan:
     threads = env.num_threads or max(1, min(os.cpu_count() or 1, env.num_envs))
     processes = getattr(peers, "mesh_processes", 1)
     budget = -(-train.total_env_steps // (roles.groups.count * processes))
+    actor_devices, learner_devices = _device_counts(cfg, devices, processes)
+    actors = roles.actor.count * actor_devices if roles.mode == "async" else 1
     common = dict(env_batch=env_batch, env_threads=threads, eval_envs=cfg.eval.episodes, eval_seed=eval_seed(cfg),
-                  mesh_processes=processes, env_step_budget=budget)
+                  mesh_processes=processes, env_step_budget=budget, actors=actors, learner_devices=learner_devices)
     if data == "segments":
         length = int(getattr(cfg.algo, "segment_length"))  # a segments algorithm's config has it (AlgorithmDef)
-        result = Plan(data="segments", actors=_actors(cfg), updates_per_call=1, segment_length=length,
+        result = Plan(data="segments", updates_per_call=1, segment_length=length,
                       total_updates=-(-budget // (length * env.num_envs)), **common)
-        _check_segments(cfg)
+        _check_segments(cfg, learner_devices)
     else:
         result = _replay_plan(cfg, common, processes)
     if spec is not None:
@@ -112,8 +119,29 @@ def plan(cfg: Config, spec: EnvSpec | None = None, peers: Any = None) -> Plan:
     return result
 
 
-def _actors(cfg: Config) -> int:
-    return cfg.roles.actor.count if cfg.roles.mode == "async" else 1
+def _device_counts(cfg: Config, devices: Any, processes: int) -> tuple[int, int]:
+    """(actor devices, this process's learner devices): resolved, or as many as the config names."""
+    if devices is not None:
+        return len(devices.actor), len(devices.learner) // processes
+    counts = []
+    for key, value in (("roles.actor.devices", cfg.roles.actor.devices),
+                       ("roles.learner.devices", cfg.roles.learner.devices)):
+        if isinstance(value, str) and value != "auto" and not _DEVICE_NAME.fullmatch(value):
+            raise ConfigError(f"config key '{key}': value {value!r} is not allowed; allowed: auto, a count, a device "
+                              f"name (cpu, cpu:N, gpu:N, auto:N) or a list of names")
+        if isinstance(value, tuple) and not value:
+            raise ConfigError(f"config key '{key}': an empty list names no device; allowed: auto, a count, names")
+        if isinstance(value, tuple):
+            bad = [v for v in value if not _DEVICE_NAME.fullmatch(v)]
+            if bad:
+                raise ConfigError(f"config key '{key}': {bad[0]!r} is not a device name; allowed: cpu, cpu:N, gpu:N, "
+                                  f"auto:N")
+        counts.append(1 if value == "auto" else (value if isinstance(value, int) else
+                                                 1 if isinstance(value, str) else len(value)))
+    return counts[0], counts[1]
+
+
+_DEVICE_NAME = re.compile(r"[a-z]+(:\d+)?")
 
 
 def _check_common(cfg: Config, env_batch: int) -> None:
@@ -139,7 +167,7 @@ def _check_common(cfg: Config, env_batch: int) -> None:
 def _replay_plan(cfg: Config, common: dict[str, Any], processes: int) -> Plan:
     """The sizes of a replay run, and its rules (capacity, learning start, batch split, staleness, groups)."""
     env, roles, train, replay = cfg.env, cfg.roles, cfg.train, cfg.replay
-    actors, env_batch, budget = _actors(cfg), common["env_batch"], common["env_step_budget"]
+    actors, env_batch, budget = common["actors"], common["env_batch"], common["env_step_budget"]
     algo: Any = cfg.algo  # a replay algorithm's config has gamma and n_step (checked by resolve_algorithm)
     n_step = algo.n_step
     capacity = replay.capacity // actors
@@ -161,12 +189,12 @@ def _replay_plan(cfg: Config, common: dict[str, Any], processes: int) -> Plan:
             f"train.total_env_steps={train.total_env_steps}; allowed: < {train.total_env_steps}"
         )
     k = roles.learner.updates_per_call
-    shards = roles.learner.num_devices * processes
+    shards = common["learner_devices"] * processes
     if replay.batch_size % shards:
         where = f"{processes} processes x " if processes > 1 else ""
         raise ConfigError(
             f"config key 'replay.batch_size': value {replay.batch_size} does not split over {where}"
-            f"roles.learner.num_devices={roles.learner.num_devices}; allowed: a multiple of {shards}"
+            f"{common['learner_devices']} learner devices (roles.learner.devices); allowed: a multiple of {shards}"
         )
     if roles.mode == "async" and train.max_staleness < k:
         raise ConfigError(
@@ -198,7 +226,7 @@ def _replay_plan(cfg: Config, common: dict[str, Any], processes: int) -> Plan:
         )
     fill = learning_starts + (n_step - 1) * env.num_envs * actors
     return Plan(
-        data="replay", actors=actors, updates_per_call=k, capacity_per_actor=capacity, write_margin=write_margin,
+        data="replay", updates_per_call=k, capacity_per_actor=capacity, write_margin=write_margin,
         ratio_slack=train.ratio_slack or needed + 3 * env_batch * actors,
         beta_steps=replay.beta_steps or train.total_env_steps, batch=replay.batch_size // processes, ratio=ratio,
         fill=fill, n_step=n_step, gamma=algo.gamma, total_updates=int(ratio * max(0, budget - fill)) // k * k,
@@ -206,20 +234,19 @@ def _replay_plan(cfg: Config, common: dict[str, Any], processes: int) -> Plan:
     )
 
 
-def _check_segments(cfg: Config) -> None:
+def _check_segments(cfg: Config, shards: int) -> None:
     """Rules of an on-policy run: every recv returns all envs, each segment is one learner update split along envs
     over the learner devices; the replay keys do not apply."""
-    env, roles = cfg.env, cfg.roles
+    env = cfg.env
     if env.batch_size not in (0, env.num_envs):
         raise ConfigError(
             f"config key 'env.batch_size': value {env.batch_size} with an on-policy algorithm ({cfg.algo.name}); "
             f"segments step all envs together (allowed: 0 or {env.num_envs})"
         )
-    shards = roles.learner.num_devices
     if env.num_envs % shards:
         raise ConfigError(
-            f"config key 'env.num_envs': value {env.num_envs} does not split over roles.learner.num_devices={shards} "
-            f"(segments are split along envs); allowed: a multiple of {shards}"
+            f"config key 'env.num_envs': value {env.num_envs} does not split over {shards} learner devices "
+            f"(roles.learner.devices; segments are split along envs); allowed: a multiple of {shards}"
         )
     if cfg.checkpoint.save_replay:
         raise ConfigError(f"config key 'checkpoint.save_replay': {cfg.algo.name} has no replay; allowed: false")
@@ -244,6 +271,13 @@ def check_fit(cfg: Config, spec: EnvSpec, plan: Plan) -> None:
             f"config key 'network.torso': nature_cnn needs [C, H, W] frames but env {cfg.env.id} has observations "
             f"of shape {spec.obs_shape}; allowed for it: mlp"
         )
+    if cfg.network.torso == "nature_cnn" and not all(_covered(n) for n in spec.obs_shape[1:]):
+        sizes = ", ".join(str(n) for n in range(20, 100) if _covered(n))
+        raise ConfigError(
+            f"config key 'network.torso': nature_cnn's windows (8x8/4, 4x4/2, 3x3/1) do not cover env {cfg.env.id}'s "
+            f"{spec.obs_shape[1]}x{spec.obs_shape[2]} frames exactly (they would drop the last rows and columns); "
+            f"allowed frame sizes: {sizes}, ..."
+        )
     if cfg.network.normalize_obs and not np.issubdtype(np.dtype(spec.obs_dtype), np.floating):
         raise ConfigError(f"config key 'network.normalize_obs': env {cfg.env.id} has {spec.obs_dtype} observations; "
                           f"normalisation is for float vectors (frames are scaled by the nature_cnn torso)")
@@ -258,6 +292,11 @@ def check_fit(cfg: Config, spec: EnvSpec, plan: Plan) -> None:
     algo = make_algorithm(spec, cfg, plan=plan)  # on one device: the check needs no mesh
     if r.prioritized:
         _check_priorities(cfg, spec, algo)
+
+
+def _covered(size: int) -> bool:
+    """Whether the Nature CNN's strided windows cover a frame side of `size` pixels exactly (84 does, 42 does not)."""
+    return size >= 36 and (size - 8) % 4 == 0 and ((size - 8) // 4 + 1 - 4) % 2 == 0
 
 
 def _check_priorities(cfg: Config, spec: EnvSpec, algo: Any) -> None:

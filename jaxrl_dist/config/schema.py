@@ -9,7 +9,7 @@ algorithm's own section lives with the algorithm (`jaxrl_dist/algos/<name>/confi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional, Protocol
+from typing import Any, Literal, Optional, Protocol, Union
 
 
 
@@ -29,13 +29,18 @@ def section(default_cls: type) -> Any:
 class EnvConfig:
     """The training environments (each actor owns one vectorized env of `num_envs`)."""
 
-    id: str = fld("CartPole-v1", "EnvPool task id, `gymnasium:ID`, or `package.module:Class` (a BaseEnv subclass).")
+    id: str = fld("CartPole-v1", "EnvPool task id, `gymnasium:ID`, or `package.module:Name` (a BaseEnv or gymnasium.Env "
+                                 "subclass, or a function returning an env).")
     backend: Literal["auto", "envpool", "gymnasium", "custom"] = fld("auto", "Which env backend; auto picks from id.")
     num_envs: int = fld(8, "Environments per actor.", ge=1)
     batch_size: int = fld(0, "Envs returned per recv (EnvPool async mode); 0 means num_envs (synchronous).", ge=0)
     num_threads: int = fld(0, "EnvPool worker threads per actor; 0 means min(cpu count, num_envs).", ge=0)
     max_episode_steps: int = fld(0, "Time limit (truncation) in env steps; 0 keeps the env's own.", ge=0)
-    kwargs: dict = fld({}, "Extra keyword arguments for envpool.make or the env constructor.")
+    kwargs: dict = fld({}, "Extra keyword arguments for envpool.make, gymnasium.make, or the env's class or function.")
+    vector: Literal["inline", "subprocess"] = fld(
+        "inline", "Python envs (custom, gymnasium): step them in the actor's thread, or in `workers` subprocesses.")
+    workers: int = fld(0, "Worker processes per vectorized env with vector=subprocess; 0 means min(cpu count, "
+                          "num_envs).", ge=0)
     wrappers: list = fld([], "Env wrappers, first innermost: `frame_stack: K`, or `package.module:Class` of a VecEnvWrapper.")
 
 
@@ -44,13 +49,16 @@ class NetworkConfig:
     """The function approximator: a torso and the algorithm's head."""
 
     torso: str = fld(
-        "mlp", "Torso: `mlp`, `nature_cnn` (for [C,84,84] frames) or `package.module:Class` (a flax Module)."
+        "mlp", "Torso: `mlp`, `nature_cnn` (the Nature-DQN CNN, for [C, 84, 84] uint8 frames) or "
+        "`package.module:Class` (your own flax Module, see the README's *Extending jaxrl_dist*)."
     )
     hidden: tuple[int, ...] = fld((256, 256), "Hidden layer sizes of the MLP (or of the MLP after the CNN).", ge=1)
     activation: Literal["relu", "tanh", "gelu", "silu"] = fld("relu", "Activation between layers.")
     dueling: bool = fld(False, "Dueling value/advantage head (DQN family).")
     kwargs: dict = fld({}, "Keyword arguments of a custom torso class (network.torso: package.module:Class).")
-    normalize_obs: bool = fld(False, "Standardise observations with running statistics kept in the learner state.")
+    normalize_obs: bool = fld(False, "Standardise observations with running statistics kept in the learner state "
+                                     "(float observations only; the statistics are saved in checkpoints and built "
+                                     "into exports).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +68,11 @@ class ReplayConfig:
     capacity: int = fld(100_000, "Transitions kept (split evenly between actors).", ge=1)
     batch_size: int = fld(64, "Transitions per learner update.", ge=1)
     prefetch: int = fld(2, "Batches prepared ahead and already on the learner device (async mode).", ge=1)
+    samplers: int = fld(1, "Sampler threads preparing batches (async mode): more where one cannot feed the learner, as "
+                           "with Atari frames and a fast accelerator (`bench replay` measures it).", ge=1)
     prioritized: bool = fld(False, "Prioritized replay: draw in proportion to (|TD error| + priority_eps)^alpha, "
-                                   "weigh losses by importance weights (algorithms that return a `priority` metric).")
+                                   "weigh losses by importance weights (algorithms whose update returns "
+                                   "`Prioritized` for a `PrioritizedBatch`: dqn).")
     alpha: float = fld(0.6, "Priority exponent (0: uniform draws).", ge=0.0)
     beta_start: float = fld(0.4, "Importance-sampling exponent at the start (prioritized).", ge=0.0, le=1.0)
     beta_end: float = fld(1.0, "Importance-sampling exponent after beta_steps (prioritized).", ge=0.0, le=1.0)
@@ -76,20 +87,20 @@ class ReplayConfig:
 class ActorRoleConfig:
     """Actor threads: each steps its own vectorized env with the newest parameters it has."""
 
-    count: int = fld(1, "Actor threads.", ge=1)
-    device: str = fld("auto", "JAX device for inference: auto, auto:N, cpu, cpu:N, gpu:N.")
+    count: int = fld(1, "Actor threads per actor device.", ge=1)
+    devices: Union[int, str, tuple[str, ...]] = fld(
+        "auto", "Devices the actors run their policy on: auto (the first device), a count N (the first N), a name "
+        "(cpu:0, gpu:1, auto:N) or a list of names. The threads of one device share one parameter copy.", ge=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class LearnerRoleConfig:
     """The learner: fused updates on one device, or data-parallel over several (one `data` mesh axis)."""
 
-    device: str = fld(
-        "auto", "JAX device for updates: auto, auto:N, cpu, cpu:N, gpu:N (the first, with num_devices > 1)."
-    )
-    num_devices: int = fld(
-        1, "Learner devices: `device` and the next ones of its platform; each takes batch_size / num_devices.", ge=1
-    )
+    devices: Union[int, str, tuple[str, ...]] = fld(
+        "auto", "The learner's `data` mesh, each device taking batch / devices: auto (on a box of several "
+        "accelerators, as many of those after the actors' as split the batch evenly; else the actors' device), a "
+        "count N (N devices, after the actors' where there are enough), a name or a list of names.", ge=1)
     updates_per_call: int = fld(8, "Updates fused into one jitted call (lax.scan over prefetched batches).", ge=1)
 
 
@@ -97,7 +108,8 @@ class LearnerRoleConfig:
 class EvaluatorRoleConfig:
     """The evaluator: its own thread in async mode (inline in serial mode), its own env instances."""
 
-    device: str = fld("auto", "JAX device for evaluation inference: auto, auto:N, cpu, cpu:N, gpu:N.")
+    device: str = fld("auto", "JAX device for evaluation inference: auto (the first actor device), auto:N, cpu, cpu:N, "
+                              "gpu:N.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +136,9 @@ class RolesConfig:
     """The data-flow graph on one node: actors -> replay -> learner -> actors, plus the evaluator."""
 
     mode: Literal["async", "serial"] = fld("async", "async: role threads; serial: one deterministic thread.")
+    cpu_async_dispatch: bool = fld(
+        False, "Keep JAX's asynchronous dispatch on for CPU devices, as a GPU always has it (off: the actors' tiny "
+        "policy calls run faster on CPU). On, a CPU run shows whether a role would wait on another's computation.")
     actor: ActorRoleConfig = section(ActorRoleConfig)
     learner: LearnerRoleConfig = section(LearnerRoleConfig)
     evaluator: EvaluatorRoleConfig = section(EvaluatorRoleConfig)
@@ -160,7 +175,7 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LogConfig:
-    """Console, metrics.jsonl and TensorBoard output."""
+    """Console, metrics.jsonl, TensorBoard and (optionally) Weights & Biases output."""
 
     root: str = fld("experiments", "Folder holding experiment directories.")
     interval_s: float = fld(2.0, "Seconds between metric lines.", gt=0.0)
@@ -168,6 +183,10 @@ class LogConfig:
     quiet: bool = fld(False, "Plain progress lines instead of a live bar (also when stdout is not a TTY).")
     profile: bool = fld(False, "Record every role's spans and write trace_<start>.json (Chrome trace events, Perfetto).")
     jax_profile_s: float = fld(0.0, "Seconds of jax.profiler trace (XLA ops) once learning starts, under jax_profile/; 0: off.", ge=0.0)
+    wandb: Optional[dict] = fld(
+        None, "Weights & Biases tracking: a mapping of project, entity, group, tags, mode (online, offline, disabled); "
+        "null: off. Needs the `wandb` extra. Metrics, the config and evaluation videos go to one W&B run per "
+        "experiment, continued by --resume and Slurm requeues; W&B's files go to <experiment>/wandb/.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,6 +42,7 @@ import numpy as np
 from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
+from jaxrl_dist.distributed import local_gpus
 from jaxrl_dist.distributed.mesh import DATA_AXIS, AxisMean, LearnerMesh
 from jaxrl_dist.distributed.peers import POLL_S, Peers
 from jaxrl_dist.errors import ConfigError
@@ -118,7 +119,25 @@ def open_group(count: int, timeout_s: float) -> Group | None:
             f"config key 'roles.groups.count': value {count}, but this process is one of {size} MPI process(es); "
             f"launch one process per group: mpirun -n {count} python -m jaxrl_dist.train ... (or srun -n {count})"
         )
+    place_on_local_gpus(MPI)
     return Group(count, timeout_s)
+
+
+def place_on_local_gpus(mpi: Any) -> None:
+    """Gives this group its share of its node's GPUs, by its rank among the node's groups (an MPI communicator of
+    the node's ranks), before JAX starts its GPU backend: each group a process of its own would otherwise take the
+    node's first GPU (see `jaxrl_dist.distributed.local_gpus`)."""
+    node = mpi.COMM_WORLD.Split_type(mpi.COMM_TYPE_SHARED)
+    try:
+        gpus = local_gpus.assign(node.Get_rank(), node.Get_size(), local_gpus.visible_gpus(os.environ))
+    finally:
+        node.Free()
+    if gpus is None:
+        return
+    local_gpus.apply_memory_fraction(gpus)
+    local_gpus.restrict_cuda_devices(gpus.device_ids)
+    if gpus.note and mpi.COMM_WORLD.Get_rank() == 0:
+        print(f"note: {gpus.note}", file=sys.stderr, flush=True)
 
 
 CPU_COLLECTIVE_LIMIT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"

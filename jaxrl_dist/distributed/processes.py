@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxrl_dist.distributed import local_gpus
 from jaxrl_dist.distributed.peers import Peers
 from jaxrl_dist.errors import UserError
 
@@ -124,6 +125,12 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
                   "running as one process", file=sys.stderr, flush=True)
             return None
         kwargs = found[1]
+        gpus = local_gpus.for_launched_process()
+        if gpus is not None:  # the node's GPUs split by local rank, not one GPU per process whatever the count
+            kwargs["local_device_ids"] = gpus.device_ids
+            local_gpus.apply_memory_fraction(gpus)
+            if gpus.note:
+                print(f"note: {gpus.note}", file=sys.stderr, flush=True)
     else:
         return None
     import jax

@@ -1,6 +1,8 @@
-"""Vectorized environments: EnvPool, custom `BaseEnv` subclasses and gymnasium ids behind one `VecEnv` interface.
+"""Vectorized environments: EnvPool, and Python envs (`BaseEnv` or `gymnasium.Env` classes, functions returning an
+env, gymnasium ids) stepped inline or in subprocess workers, behind one `VecEnv` interface.
 
-Start with `make_env`; see `vector` for the backends, `serial` for the step semantics all of them share.
+Start with `make_env`; see `vector` for the backends, `loading` for the `env.id` forms, `serial` for the step
+semantics all of them share, `subproc` for the workers and `observations` for the spaces.
 """
 
 from jaxrl_dist.envs.base import BaseEnv, Box, Discrete

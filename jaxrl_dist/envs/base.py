@@ -1,8 +1,9 @@
 """The custom-env API: subclass `BaseEnv`, describe it with `Box` / `Discrete`, run it with backend "custom".
 
-A user env is a plain single-instance Python class; `jaxrl_dist.envs.serial.SerialVecEnv` vectorizes it and gives it
-EnvPool's semantics (next-step autoreset, env ids, async batches, time limit). `GymnasiumEnv` adapts any gymnasium id
-to the same API, so gymnasium envs go through the same vectorizer.
+A user env is a plain single-instance Python class; `jaxrl_dist.envs.serial` vectorizes it (in the actor's thread, or
+in worker processes: `subproc`) and gives it EnvPool's semantics (next-step autoreset, env ids, async batches, time
+limit). `GymnasiumEnv` adapts a `gymnasium.Env` (a registered id, a subclass, what a factory returns) to the same API,
+so gymnasium envs go through the same vectorizers; `jaxrl_dist.envs.loading` says which `env.id` forms exist.
 
 Example:
     class Corridor(BaseEnv):
@@ -82,13 +83,14 @@ class BaseEnv(abc.ABC):
     """A single environment instance; subclass it and name it as `package.module:ClassName` in the config.
 
     Subclasses set `observation_space`, `action_space` and optionally `max_episode_steps` (as class attributes or in
-    `__init__`). The vectorizer applies `max_episode_steps` as a time limit (truncation), resets automatically after
-    an episode ends, and seeds instance i with `seed + i` on its first reset and `None` afterwards, so an env keeps
-    one RNG stream across episodes.
+    `__init__`). gymnasium's spaces work too, duck-typed: a Dict observation space is flattened (`observations`),
+    a MultiDiscrete action space gives `[D]` int actions. The vectorizer applies `max_episode_steps` as a time limit
+    (truncation), resets automatically after an episode ends, and seeds instance i with `seed + i` on its first
+    reset and `None` afterwards, so an env keeps one RNG stream across episodes.
 
     Attributes:
-        observation_space: Box of one observation.
-        action_space: Discrete or Box of one action.
+        observation_space: Box (or Discrete, or gymnasium's Dict) of one observation.
+        action_space: Discrete, Box (or gymnasium's MultiDiscrete) of one action.
         max_episode_steps: time limit in steps; 0 for none (make_env's `max_episode_steps` overrides it).
     """
 
@@ -102,7 +104,7 @@ class BaseEnv(abc.ABC):
 
     @abc.abstractmethod
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
-        """Applies one action (int for Discrete, float32 [*shape] for Box).
+        """Applies one action (int for Discrete, float32 [*shape] for Box, int [D] for MultiDiscrete).
 
         Returns:
             (obs, reward, terminated, truncated): terminated means a terminal state was reached; truncated means the
@@ -114,56 +116,73 @@ class BaseEnv(abc.ABC):
 
 
 class GymnasiumEnv(BaseEnv):
-    """Adapts one `gymnasium.make(env_id)` instance to `BaseEnv`.
+    """Adapts one `gymnasium.Env` instance to `BaseEnv`: a registered id (`make`), a `gymnasium.Env` subclass or
+    what a factory function returned (`jaxrl_dist.envs.loading`).
 
-    gymnasium's `TimeLimit` wrapper reports the time limit as `truncated`, which is passed through; the limit itself
-    is `max_episode_steps` if > 0, else the id's registered default.
+    The spaces are the gymnasium env's own (`spec_from_spaces` reads them; `observations` checks and flattens the
+    observation space). A `TimeLimit` wrapper's truncation is passed through; `max_episode_steps` is the limit of
+    the env's `spec` (`gymnasium.make` sets it), 0 without one.
 
     Args:
-        env_id: a registered gymnasium id, e.g. "CartPole-v1".
-        max_episode_steps: overrides the registered time limit when > 0.
-        **kwargs: passed to `gymnasium.make`.
+        env: the gymnasium env.
+        name: the env's id, for messages.
     """
 
-    def __init__(self, env_id: str, max_episode_steps: int = 0, **kwargs: Any) -> None:
-        import gymnasium  # Imported here: only this backend needs it.
-
-        self._env = gymnasium.make(env_id, max_episode_steps=max_episode_steps or None, **kwargs)
-        self.observation_space = _as_box(self._env.observation_space, env_id, "observation")
-        self.action_space = _as_action_space(self._env.action_space, env_id)
-        limit = self._env.spec.max_episode_steps if self._env.spec is not None else None
+    def __init__(self, env: Any, name: str) -> None:
+        self._env = env  # the name video.frame_getter looks for
+        self._name = name
+        spaces: Any = (env.observation_space, env.action_space)  # gymnasium's, duck-typed like ours
+        self.observation_space, self.action_space = spaces
+        limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
         self.max_episode_steps = int(limit or 0)
-        self._discrete = isinstance(self.action_space, Discrete)
+        self._discrete = is_discrete_space(self.action_space)
+        self._action_dtype = getattr(self.action_space, "dtype", None)
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        obs, _ = self._env.reset(seed=seed)
-        return np.asarray(obs)
+    @classmethod
+    def make(cls, env_id: str, max_episode_steps: int = 0, **kwargs: Any) -> GymnasiumEnv:
+        """`gymnasium.make(env_id, **kwargs)` adapted, with its time limit overridden when `max_episode_steps` > 0.
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
+        Raises:
+            UserError: kwargs that the env's constructor does not take.
+        """
+        import gymnasium  # Imported here: only the Python backends need it.
+
+        try:
+            env = gymnasium.make(env_id, max_episode_steps=max_episode_steps or None, **kwargs)
+        except TypeError as e:
+            if "argument" not in str(e):
+                raise
+            raise UserError(f"gymnasium env '{env_id}': kwargs {sorted(kwargs)} not accepted: {e}") from None
+        return cls(env, env_id)
+
+    def reset(self, seed: int | None = None) -> Any:
+        out = self._env.reset(seed=seed)
+        if type(out) is not tuple or len(out) != 2:
+            raise UserError(f"env '{self._name}': reset() returned {describe(out)}; expected (obs, info), "
+                            "gymnasium's API")
+        return out[0]
+
+    def step(self, action: Any) -> tuple[Any, Any, Any, Any]:
         if self._discrete:
             action = int(action)
-        else:
-            action = np.asarray(action, self._env.action_space.dtype)
-        obs, reward, terminated, truncated, _ = self._env.step(action)
-        return np.asarray(obs), float(reward), bool(terminated), bool(truncated)
+        elif self._action_dtype is not None:  # Box (float32 from the policy, float64 for MuJoCo), MultiDiscrete
+            action = np.asarray(action, self._action_dtype)
+        out = self._env.step(action)
+        if type(out) is not tuple or len(out) != 5:
+            raise UserError(f"env '{self._name}': step() returned {describe(out)}; expected (obs, reward, "
+                            "terminated, truncated, info), gymnasium's API")
+        return out[0], out[1], out[2], out[3]
+
+    def render(self) -> Any:
+        """The gymnasium env's frame (made with `render_mode="rgb_array"`)."""
+        return self._env.render()
 
     def close(self) -> None:
         self._env.close()
 
 
-def _as_box(space: Any, env_id: str, role: str) -> Box:
-    """gymnasium Box -> Box; gymnasium Discrete(n, start) -> scalar int32 Box [start, start + n - 1]."""
-    if is_discrete_space(space):
-        start = int(getattr(space, "start", 0))
-        return Box(start, start + int(space.n) - 1, shape=(), dtype=np.int32)
-    if hasattr(space, "low") and hasattr(space, "shape"):
-        return Box(space.low, space.high, shape=space.shape, dtype=space.dtype)
-    raise UserError(f"gymnasium env '{env_id}': {role} space {space} is not supported; allowed: Box or Discrete")
-
-
-def _as_action_space(space: Any, env_id: str) -> Discrete | Box:
-    if is_discrete_space(space):
-        if int(getattr(space, "start", 0)) != 0:
-            raise UserError(f"gymnasium env '{env_id}': action space {space} does not start at 0; allowed: from 0")
-        return Discrete(int(space.n))
-    return _as_box(space, env_id, "action")
+def describe(value: Any) -> str:
+    """How error messages name a returned value: `a tuple of 5`, `ndarray`, `NoneType`."""
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return type(value).__name__

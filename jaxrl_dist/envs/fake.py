@@ -6,6 +6,7 @@ and ignored, actions only matter where stated.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -118,3 +119,62 @@ class FailingEnv(ConstantRewardEnv):
         if self._steps > self.fail_after:
             raise RuntimeError(f"FailingEnv failed on purpose after {self.fail_after} steps")
         return super().step(action)
+
+
+class SlowEnv(ConstantRewardEnv):
+    """`ConstantRewardEnv` whose every step costs about `step_ms` milliseconds: a stand-in for a Python simulator,
+    to measure what stepping envs in subprocesses gains (`python -m jaxrl_dist.bench throughput`).
+
+    The cost is CPU work by default, a fixed amount of Python arithmetic (about 1 ms per `step_ms` on a 2024 x86
+    core; a slower or busier core takes longer), so workers gain at most the number of free cores; with
+    `sleep=True` the step waits instead, like an env that waits on a simulator process or a device.
+
+    Args:
+        step_ms: cost of one step in milliseconds.
+        sleep: wait instead of computing.
+        obs_dim: length of the observation.
+        horizon: `max_episode_steps`.
+    """
+
+    ITERATIONS_PER_MS = 28_000  # of the loop in `_work`, measured on the machine the figures in README come from
+
+    def __init__(self, step_ms: float = 1.0, sleep: bool = False, obs_dim: int = 4, horizon: int = 200) -> None:
+        super().__init__(obs_dim, horizon)
+        self.step_ms, self.sleep = float(step_ms), bool(sleep)
+        self._iterations = int(self.step_ms * self.ITERATIONS_PER_MS)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
+        if self.sleep:
+            time.sleep(self.step_ms / 1000.0)
+        else:
+            _work(self._iterations)
+        return super().step(action)
+
+
+def _work(iterations: int) -> float:
+    x = 0.0
+    for _ in range(iterations):
+        x = x * 0.5 + 1.0
+    return x
+
+
+class SeedEchoEnv(BaseEnv):
+    """Observes the seed of its latest reset ([-1] for None) and its step count; episodes last `length` steps.
+
+    Tests the seeding rule through any backend, subprocess workers included: instance i observes seed + i after its
+    first reset and -1 after every later one.
+    """
+
+    observation_space = Box(-1.0, np.inf, shape=(2,))
+    action_space = Discrete(2)
+
+    def __init__(self, length: int = 2) -> None:
+        self.length, self._seed, self._t = length, -1.0, 0
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self._seed, self._t = (-1.0 if seed is None else float(seed)), 0
+        return np.array([self._seed, 0.0], np.float32)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool]:
+        self._t += 1
+        return np.array([self._seed, self._t], np.float32), 0.0, self._t >= self.length, False

@@ -17,6 +17,7 @@ from jaxrl_dist.errors import UserError
 
 # EnvPool reports "no limit" as INT32_MAX; anything this large is treated as unlimited (0 in EnvSpec).
 _UNLIMITED_STEPS = 2**31 - 1
+ACTION_KINDS = ("discrete", "continuous", "multi_discrete")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +28,15 @@ class EnvSpec:
         obs_shape: shape of one observation, without the batch dimension.
         obs_dtype: numpy dtype name of observations, e.g. "float32", "uint8". float64 envs are reported (and
             delivered) as float32, since JAX runs in float32 by default.
-        action_kind: "discrete" or "continuous".
-        num_actions: number of discrete actions; 0 for continuous.
-        action_shape: shape of one continuous action; () for discrete.
-        action_low: flattened lower bounds of continuous actions (len == prod(action_shape)); () for discrete.
+        action_kind: "discrete", "continuous" or "multi_discrete" (a vector of independent discrete choices,
+            gymnasium's MultiDiscrete).
+        num_actions: number of discrete actions; 0 for continuous and multi_discrete.
+        action_shape: shape of one continuous action; () for discrete; (D,) for multi_discrete.
+        action_low: flattened lower bounds of continuous actions (len == prod(action_shape)); () otherwise.
         action_high: flattened upper bounds, like `action_low`.
         max_episode_steps: time limit applied by the VecEnv (truncation); 0 if unknown or unlimited.
+        nvec: multi_discrete: the number of choices of each of the D dimensions (dimension d takes 0..nvec[d] - 1);
+            () otherwise.
     """
 
     obs_shape: tuple[int, ...]
@@ -43,10 +47,15 @@ class EnvSpec:
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
     max_episode_steps: int
+    nvec: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.action_kind not in ("discrete", "continuous"):
-            raise ValueError(f"action_kind {self.action_kind!r} is not 'discrete' or 'continuous'")
+        if self.action_kind not in ACTION_KINDS:
+            raise ValueError(f"action_kind {self.action_kind!r} is not one of {', '.join(map(repr, ACTION_KINDS))}")
+        if (self.action_kind == "multi_discrete") != bool(self.nvec) or (
+                self.nvec and self.action_shape != (len(self.nvec),)):
+            raise ValueError(f"nvec {self.nvec} does not fit action_kind {self.action_kind!r} and action_shape "
+                             f"{self.action_shape}: a multi_discrete spec has nvec (D >= 1 sizes) and shape (D,)")
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-able dict (tuples become lists; infinite bounds stay floats, which `json` writes)."""
@@ -64,6 +73,7 @@ class EnvSpec:
             action_low=tuple(float(x) for x in d["action_low"]),
             action_high=tuple(float(x) for x in d["action_high"]),
             max_episode_steps=int(d["max_episode_steps"]),
+            nvec=tuple(int(x) for x in d.get("nvec", ())),  # absent in specs saved before MultiDiscrete
         )
 
 
@@ -126,19 +136,19 @@ def is_discrete_space(space: Any) -> bool:
 
 
 def spec_from_spaces(observation_space: Any, action_space: Any, max_episode_steps: int, *, name: str) -> EnvSpec:
-    """Builds an `EnvSpec` from a Box observation space and a Discrete or Box action space.
+    """Builds an `EnvSpec` from a Box observation space and a Discrete, Box or MultiDiscrete action space.
 
     Works on `jaxrl_dist.envs.base` spaces and on gymnasium's (duck-typed by attribute). A Discrete observation
     space (e.g. FrozenLake) becomes a scalar int32 observation.
 
     Args:
         observation_space: Box (any dtype) or Discrete.
-        action_space: Discrete (start 0) or Box.
+        action_space: Discrete (start 0), Box, or MultiDiscrete (a 1-D `nvec`, start 0).
         max_episode_steps: the time limit in force; 0, negative or INT32_MAX for none.
         name: the env's id, for error messages.
 
     Raises:
-        UserError: for any other kind of space (Dict, Tuple, MultiDiscrete, ...).
+        UserError: for any other kind of space (Dict, Tuple, MultiBinary, ...), in one line naming it.
     """
     if is_discrete_space(observation_space):
         obs_shape: tuple[int, ...] = ()
@@ -150,20 +160,31 @@ def spec_from_spaces(observation_space: Any, action_space: Any, max_episode_step
         raise UserError(
             f"env '{name}': observation space {observation_space} is not supported; allowed: Box or Discrete"
         )
-    if is_discrete_space(action_space):
+    action = " ".join(str(action_space).split())  # one line, whatever the space's repr
+    nvec: tuple[int, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+    # gymnasium's MultiBinary has `n` and no `low` too: a Discrete action space is also scalar.
+    if is_discrete_space(action_space) and tuple(getattr(action_space, "shape", ()) or ()) == ():
         if int(getattr(action_space, "start", 0)) != 0:
-            raise UserError(f"env '{name}': action space {action_space} does not start at 0; allowed: Discrete(n)")
+            raise UserError(f"env '{name}': action space {action} does not start at 0; allowed: Discrete(n)")
         kind, num_actions = "discrete", int(action_space.n)
         action_shape: tuple[int, ...] = ()
-        low: tuple[float, ...] = ()
-        high: tuple[float, ...] = ()
+    elif hasattr(action_space, "nvec"):
+        sizes, start = np.asarray(action_space.nvec), np.asarray(getattr(action_space, "start", 0))
+        if sizes.ndim != 1 or not sizes.size or np.any(sizes < 1) or np.any(start != 0):
+            raise UserError(f"env '{name}': action space {action} is not supported; allowed: MultiDiscrete with a "
+                            f"1-D nvec, starting at 0")
+        kind, num_actions, nvec = "multi_discrete", 0, tuple(int(x) for x in sizes)
+        action_shape = (len(nvec),)
     elif hasattr(action_space, "low") and hasattr(action_space, "shape"):
         kind, num_actions = "continuous", 0
         action_shape = tuple(int(x) for x in action_space.shape)
         low = _flat_bounds(action_space.low, action_shape)
         high = _flat_bounds(action_space.high, action_shape)
     else:
-        raise UserError(f"env '{name}': action space {action_space} is not supported; allowed: Discrete or Box")
+        raise UserError(f"env '{name}': action space {action} is not supported; allowed: Discrete, Box or "
+                        f"MultiDiscrete")
     return EnvSpec(
         obs_shape=obs_shape,
         obs_dtype=obs_dtype.name,
@@ -173,6 +194,7 @@ def spec_from_spaces(observation_space: Any, action_space: Any, max_episode_step
         action_low=low,
         action_high=high,
         max_episode_steps=normalize_max_steps(max_episode_steps),
+        nvec=nvec,
     )
 
 

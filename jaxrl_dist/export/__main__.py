@@ -27,8 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from jaxrl_dist.errors import UserError
+    from jaxrl_dist.evaluate import load
     from jaxrl_dist.export import export_policy, parse_formats, require
-    from jaxrl_dist.io.policy import load_policy
 
     start = time.monotonic()
     try:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--samples {args.samples} is not allowed: use 0 (no check) or more")
         formats = parse_formats(args.format)
         require(formats)  # a missing runtime fails before the checkpoint is read
-        policy = load_policy(args.experiment, args.step)
+        policy = load(args.experiment, args.step, log=lambda line: print(line, flush=True))  # names what it imports
         print(f"checkpoint {policy.step} of {policy.experiment} ({policy.cfg.algo.name}, {policy.cfg.env.id})",
               flush=True)
         results = export_policy(policy, formats, args.out, samples=args.samples,

@@ -63,6 +63,8 @@ def metadata(policy: LoadedPolicy, sig: Signature, fmt: str) -> dict[str, Any]:
     spec = policy.spec
     if spec.action_kind == "discrete":
         action_space: dict[str, Any] = {"kind": "discrete", "n": spec.num_actions}
+    elif spec.action_kind == "multi_discrete":
+        action_space = {"kind": "multi_discrete", "nvec": [int(n) for n in spec.nvec]}
     else:
         action_space = {"kind": "continuous", "shape": [int(x) for x in spec.action_shape],
                         "low": [float(x) for x in spec.action_low],

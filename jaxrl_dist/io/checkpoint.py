@@ -54,6 +54,7 @@ class CheckpointMeta:
         sampler_rng: the replay sampler's generator state, or None.
         best_eval: the best evaluation return so far, or None.
         eval: the evaluation's stats (a checkpoint of the best evaluated state), or None.
+        wandb_run_id: the run's W&B run id (`log.wandb`), which `--resume` continues, or None.
     """
 
     config: dict[str, Any]
@@ -66,6 +67,7 @@ class CheckpointMeta:
     sampler_rng: dict[str, Any] | None = None
     best_eval: float | None = None
     eval: dict[str, float] | None = None
+    wandb_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout on disk (the counters nested, as format version 1 has them)."""
@@ -76,6 +78,8 @@ class CheckpointMeta:
                                "sampler_rng": self.sampler_rng, "best_eval": self.best_eval}
         if self.eval is not None:
             out["eval"] = self.eval
+        if self.wandb_run_id is not None:
+            out["wandb_run_id"] = self.wandb_run_id
         return out
 
     @classmethod
@@ -108,7 +112,23 @@ class CheckpointMeta:
             sampler_rng=field(raw.get("sampler_rng"), "sampler_rng", dict, optional=True),
             best_eval=field(raw.get("best_eval"), "best_eval", (int, float), optional=True),
             eval=field(raw.get("eval"), "eval", dict, optional=True),
+            wandb_run_id=field(raw.get("wandb_run_id"), "wandb_run_id", str, optional=True),
         )
+
+    def imports(self) -> list[str]:
+        """The modules that rebuilding this checkpoint's run imports beyond jaxrl_dist's own, as `module (key)`:
+        the custom env, wrappers, torso and algorithm its config names as `package.module:Name`."""
+        def section(name: str) -> dict[str, Any]:
+            value = self.config.get(name)
+            return value if isinstance(value, dict) else {}
+
+        env, network, algo = section("env"), section("network"), section("algo")
+        named = [("env.id", env.get("id")), ("network.torso", network.get("torso")), ("algo.name", algo.get("name"))]
+        wrappers: list[Any] = env["wrappers"] if isinstance(env.get("wrappers"), list) else []
+        named += [(f"env.wrappers[{i}]", next(iter(w), None) if isinstance(w, dict) else w)
+                  for i, w in enumerate(wrappers)]
+        return [f"{value.partition(':')[0]} ({key})" for key, value in named
+                if isinstance(value, str) and ":" in value and not value.startswith("gymnasium:")]
 
 
 def quiet_orbax_logging() -> None:
@@ -234,7 +254,8 @@ class Checkpointer:
         with self._lock:
             return self._manager.latest_step()
 
-    def save(self, step: int, state: Any, meta: dict[str, Any], extra: Any | None = None) -> bool:
+    def save(self, step: int, state: Any, meta: dict[str, Any], extra: Any | None = None, replace: bool = False
+             ) -> bool:
         """Writes checkpoint `step`, then deletes checkpoints beyond the newest `keep`.
 
         Args:
@@ -243,6 +264,9 @@ class Checkpointer:
             meta: JSON-able description of the run (config, env spec, counters); numpy scalars are converted.
                 `format_version` is added (and overrides a key of that name).
             extra: An optional pytree of numpy arrays, saved as its own item (a replay buffer snapshot).
+            replace: Replace the checkpoint of `step` if it is the latest (the final state of a run that ended at the
+                env steps of its last periodic save, after more updates). It is deleted first: a crash during this
+                save leaves the checkpoints before it.
 
         Returns:
             True if written; False if `step` is not above the latest step (a checkpoint for it, or for a later
@@ -254,7 +278,9 @@ class Checkpointer:
             items[_EXTRA] = ocp.args.StandardSave(extra)
         with self._lock:
             latest = self._manager.latest_step()
-            if latest is not None and step <= latest:
+            if replace and step == latest:
+                self._manager.delete(step)
+            elif latest is not None and step <= latest:
                 logger.warning("checkpoint step %d not saved: step %d exists in %s", step, latest, self.directory)
                 return False
             if not self._saved_once:
@@ -293,7 +319,10 @@ class Checkpointer:
         if not isinstance(meta, dict):
             raise UserError(f"checkpoint {step_dir} is unreadable (meta is a {type(meta).__name__}, not a dict)")
         version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise UserError(f"checkpoint {step_dir} is damaged: its format_version is {version!r}; expected an "
+                            f"integer from 1 to {FORMAT_VERSION}")
+        if version > FORMAT_VERSION:
             raise UserError(
                 f"checkpoint {step_dir} has format_version {version!r}; this jaxrl_dist reads versions up to "
                 f"{FORMAT_VERSION}: upgrade jaxrl_dist"

@@ -145,11 +145,49 @@ def band(curves: Sequence[Curve], points: int = GRID_POINTS
     return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
 
 
+def timing_label(runs: Sequence[Path]) -> str:
+    """`(300,000 env steps in 52.1 min, 96 env steps/s)`: how far runs got and how fast, from their last metric
+    line (the mean over several runs); an empty string if none logged `wall_s`."""
+    clocks = [c for c in (read_curve(r, "wall_s") for r in runs) if c is not None and c.y[-1] > 0]
+    if not clocks:
+        return ""
+    steps = float(np.mean([c.x[-1] for c in clocks]))
+    wall = float(np.mean([c.y[-1] for c in clocks]))
+    return f"({steps:,.0f} env steps in {_duration(wall)}, {steps / wall:,.0f} env steps/s)"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.2f} h"
+
+
+def _wall_clock_axis(ax: Any, run: Path) -> None:
+    """A top axis of `run`'s wall-clock minutes over the env-step axis (its `wall_s` at each env step)."""
+    clock = read_curve(run, "wall_s")
+    if clock is None or len(clock.x) < 2:
+        return
+    minutes = np.maximum.accumulate(clock.y) / 60.0  # monotone, even across a resume
+    if minutes[-1] <= minutes[0]:
+        return
+    # Extended at the run's mean rate past both ends, so that ticks in the axes' margins do not pile up where the
+    # interpolation would stop; the clock at env step 0 reads about the start-up time.
+    span, per_minute = clock.x[-1], (clock.x[-1] - clock.x[0]) / (minutes[-1] - minutes[0])
+    steps = np.concatenate([[clock.x[0] - span], clock.x, [clock.x[-1] + span]])
+    minutes = np.concatenate([[minutes[0] - span / per_minute], minutes, [minutes[-1] + span / per_minute]])
+    top = ax.secondary_xaxis("top", functions=(lambda s: np.interp(s, steps, minutes),
+                                               lambda m: np.interp(m, minutes, steps)))
+    top.set_xlabel("wall-clock minutes", fontsize=8)
+    top.tick_params(labelsize=8)
+
+
 def plot_experiments(
     runs: Sequence[str | Path], out: str | Path, metric: str = "eval/episode_return", x: str = "env_steps",
-    title: str | None = None, warn: Any = print,
+    title: str | None = None, warn: Any = print, timing: bool = False,
 ) -> Path:
     """Writes a PNG of `metric` against `x` for the experiment directories `runs`; returns its path.
+
+    With `timing`, each line's label ends with its runs' env steps, wall-clock time and mean env steps per second
+    (`timing_label`), and a single run plotted against env steps gets a top axis of its wall-clock minutes.
 
     Raises:
         UserError: A run is no experiment directory, `x` is not allowed, or no run logged `metric` (the message
@@ -179,16 +217,19 @@ def plot_experiments(
         for i, group in enumerate(groups):
             members = [c for c in (curves[r] for r in group.runs) if c is not None]
             color, summary = f"C{i % 10}", band(members)
+            label = f"{group.label} {timing_label(group.runs)}".strip() if timing else group.label
             if summary is None:
                 warn(f"warning: the runs of '{group.label}' share no {x} range; each is drawn on its own")
                 for j, c in enumerate(members):
-                    ax.plot(c.x, c.y, color=color, label=group.label if j == 0 else None, linewidth=1.0)
+                    ax.plot(c.x, c.y, color=color, label=label if j == 0 else None, linewidth=1.0)
                 continue
             gx, mean, low, high = summary
-            ax.plot(gx, mean, color=color, label=group.label, linewidth=1.6, marker="o" if len(gx) < 30 else None,
+            ax.plot(gx, mean, color=color, label=label, linewidth=1.6, marker="o" if len(gx) < 30 else None,
                     markersize=3)
             if len(group.runs) > 1:
                 ax.fill_between(gx, low, high, color=color, alpha=0.2, linewidth=0)
+        if timing and x == "env_steps" and len(groups) == 1 and len(groups[0].runs) == 1:
+            _wall_clock_axis(ax, groups[0].runs[0])
         ax.set_xlabel({"env_steps": "env steps", "wall_s": "wall-clock seconds"}[x])
         ax.set_ylabel(metric)
         ax.set_title(title or metric)

@@ -13,6 +13,7 @@ numbers otherwise in `_draw` (`jaxrl_dist.replay.prioritized`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import numpy as np
@@ -77,7 +78,14 @@ class Partition:
         floor = max(self.floor, after + self.margin - self.capacity, 0)
         return {"committed": np.int64(before), "floor": np.int64(floor), **arrays}
 
+    def check(self, saved: dict[str, Any]) -> None:
+        """Raises ValueError unless `saved` is a snapshot of a partition like this one (every field, each of this
+        partition's shape and dtype: one that differs is refused, never broadcast into the ring)."""
+        check_saved(saved, ("committed", "floor"), zip(Transition._fields, self.data))
+
     def load(self, saved: dict[str, Any]) -> None:
+        """Takes back a `snapshot` once `check` passed (ValueError otherwise)."""
+        self.check(saved)
         for name, store in zip(Transition._fields, self.data):
             store[...] = saved[name]
         self.committed, self.floor = int(saved["committed"]), int(saved["floor"])
@@ -87,10 +95,26 @@ class Partition:
         return seqs < self.committed + self.margin - self.capacity
 
     def gather(self, seqs: np.ndarray, rows: np.ndarray, out: list[np.ndarray]) -> None:
-        """Copies the items `seqs` `[N]` into rows `rows` `[N]` of the output fields `out` (one array per field)."""
+        """Copies the items `seqs` `[N]` into rows `rows` `[N]` (ascending) of the output fields `out` (one array per
+        field), straight into them (no temporary of the batch's size)."""
         slots = seqs % self.capacity
         for dst, src in zip(out, self.data):
-            dst[rows] = src[slots]
+            take_rows(src, slots, dst, rows)
+
+
+def take_rows(src: np.ndarray, index: np.ndarray, dst: np.ndarray, rows: np.ndarray) -> None:
+    """`dst[rows] = src[index]` (along the first axis; `index` may have more axes, as frame stacks do), gathered
+    straight into `dst` for every run of consecutive `rows`: a fancy-indexed assignment would first build the whole
+    gathered batch as a temporary (for Atari frames, tens of MB per learner call) and copy it again."""
+    if not rows.size:
+        return
+    if rows[-1] - rows[0] + 1 == rows.size:  # one run: the common case (one partition, or sorted draws)
+        # mode="clip": indices are in range, and numpy buffers `out` with the default mode="raise".
+        np.take(src, index, axis=0, out=dst[rows[0]:rows[-1] + 1], mode="clip")
+        return
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for run, part in zip(np.split(rows, breaks), np.split(index, breaks)):
+        np.take(src, part, axis=0, out=dst[run[0]:run[-1] + 1], mode="clip")
 
 
 class ReplayBuffer:
@@ -111,32 +135,53 @@ class ReplayBuffer:
     def size(self) -> int:
         return sum(p.size() for p in self.partitions)
 
-    def sample(self, count: int, rng: np.random.Generator, max_tries: int = 100) -> Transition:
+    def sample(self, count: int, rng: np.random.Generator) -> Transition:
         """Draws `count` transitions uniformly over the stored items of all partitions.
 
         Returns:
             A `Transition` of numpy arrays with leading axis `count`.
         """
-        sizes = np.array([p.size() for p in self.partitions], np.float64)
-        if sizes.sum() <= 0:
+        return Transition(*(x[0] for x in self.sample_stacked(1, count, rng)))
+
+    def sample_stacked(self, k: int, batch: int, rng: np.random.Generator, env_steps: int = 0,
+                       out: Any = None) -> Any:
+        """One learner call's batches: a `Transition` of `[k, batch, ...]` arrays, drawn uniformly over the stored
+        items of all partitions (`env_steps` is unused here; the prioritized replay anneals its importance-sampling
+        exponent with it).
+
+        Args:
+            k, batch: batches per call and items per batch.
+            rng: the sampler's generator.
+            env_steps: this process's env steps.
+            out: the arrays to fill (`[k, batch, ...]`, e.g. a sampler's staging buffers, reused call after call);
+                None: new ones.
+        """
+        which = self._choose(k, batch, rng, np.array([p.size() for p in self.partitions], np.float64))
+        fields = self._sample_from(which, rng, 100, self._flat(out, k, batch))[0]
+        return Transition(*(x.reshape(k, batch, *x.shape[1:]) for x in fields))
+
+    def _flat(self, out: Any, k: int, batch: int) -> list[np.ndarray]:
+        """The output fields as `[k * batch, ...]` views (of `out`'s first fields, or of new arrays)."""
+        if out is None:
+            return [np.empty((k * batch, *shape), dtype) for shape, dtype in self.partitions[0].item]
+        return [x.reshape(k * batch, *x.shape[2:]) for x in list(out)[:len(self.partitions[0].item)]]
+
+    def _choose(self, k: int, batch: int, rng: np.random.Generator, weights: np.ndarray) -> np.ndarray:
+        """`[k * batch]` partition numbers drawn in proportion to `weights`, ascending within each batch (so that
+        each partition's rows run consecutively, and gather straight into the output)."""
+        if weights.sum() <= 0:
             raise RuntimeError("sample from an empty replay buffer")
         if len(self.partitions) == 1:
-            which = np.zeros(count, np.int64)
-        else:
-            which = rng.choice(len(self.partitions), size=count, p=sizes / sizes.sum())
-        return Transition(*self._sample_from(which, rng, max_tries)[0])
+            return np.zeros(k * batch, np.int64)
+        which = rng.choice(len(self.partitions), size=(k, batch), p=weights / weights.sum())
+        which.sort(axis=1)
+        return which.ravel()
 
-    def sample_stacked(self, k: int, batch: int, rng: np.random.Generator, env_steps: int = 0) -> Any:
-        """One learner call's batches: a `Transition` of `[k, batch, ...]` arrays (`env_steps` is unused here; the
-        prioritized replay anneals its importance-sampling exponent with it)."""
-        flat = self.sample(k * batch, rng)
-        return Transition(*(x.reshape(k, batch, *x.shape[1:]) for x in flat))
-
-    def _sample_from(self, which: np.ndarray, rng: np.random.Generator, tries: int
+    def _sample_from(self, which: np.ndarray, rng: np.random.Generator, tries: int, out: list[np.ndarray]
                      ) -> tuple[list[np.ndarray], np.ndarray]:
-        """Gathers one item per entry of `which` `[N]` (partition numbers); returns the fields and `[N]` seqs."""
+        """Gathers one item per entry of `which` `[N]` (partition numbers) into the `[N, ...]` fields `out`;
+        returns them and the `[N]` sequence numbers."""
         count = len(which)
-        out = [np.empty((count, *shape), dtype) for shape, dtype in self.partitions[0].item]
         seqs = np.empty(count, np.int64)
         for index, part in enumerate(self.partitions):
             rows = np.flatnonzero(which == index) if len(self.partitions) > 1 else np.arange(count)
@@ -170,5 +215,27 @@ class ReplayBuffer:
         return {f"p{i}": p.snapshot() for i, p in enumerate(self.partitions)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Takes back a `state_dict` of a buffer like this one.
+
+        Raises:
+            ValueError: A different number of partitions, or a partition that does not fit (see `Partition.load`).
+        """
+        saved = sorted(k for k in state if k[:1] == "p" and k[1:].isdigit())
+        if saved != sorted(f"p{i}" for i in range(len(self.partitions))):
+            raise ValueError(f"the saved replay has {len(saved)} partitions, this run's replay {len(self.partitions)}")
         for i, part in enumerate(self.partitions):
             part.load(state[f"p{i}"])
+
+
+def check_saved(saved: dict[str, Any], scalars: tuple[str, ...], arrays: Iterable[tuple[str, np.ndarray]]) -> None:
+    """Raises ValueError unless `saved` holds each of `scalars` and each `(name, array)` of `arrays` with that
+    array's shape and dtype."""
+    arrays = list(arrays)
+    missing = [name for name in scalars if name not in saved] + [name for name, _ in arrays if name not in saved]
+    if missing:
+        raise ValueError(f"the saved replay lacks {', '.join(missing)}")
+    for name, store in arrays:
+        got = np.asarray(saved[name])
+        if got.shape != store.shape or got.dtype != store.dtype:
+            raise ValueError(f"the saved replay's {name} has shape {got.shape} ({got.dtype}), this run's replay "
+                             f"{store.shape} ({store.dtype})")

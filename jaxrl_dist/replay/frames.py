@@ -16,11 +16,18 @@ the newest frame of `next_obs` and shifts the stack, which is exactly what the e
 Pong in tests/test_atari.py). Where an episode starts, it appends the frames of the first stack as the env returned
 it (EnvPool repeats the reset frame C times: equal neighbouring frames are stored once and pointed at C times), so the
 stack padding at episode starts is whatever the env gave, and a sampled `obs` / `next_obs` equals the stored
-observation bit for bit. n-step windows come from the same `NStepWriter`, run on frame numbers.
+observation bit for bit. n-step windows come from the same `NStepWriter`, run on frame numbers. Each env's first
+steps are checked to shift its stack by one frame (RGB frames or a single image as `[C, H, W]` are refused, not
+rebuilt wrong). After an Atari life loss (`episodic_life`) EnvPool goes on with the stack: the new life's first stack
+is the last one's newest C - 1 frames and one new frame, so only that frame is stored and the others are pointed at.
 
 The sampler rebuilds stacks by one fancy index into the frame ring. An item is safe to read when its transition slot
 is (the `Partition` check) and so are its frames: a frame below `frames_committed + frame_margin - F` may be being
 overwritten and the item is drawn again.
+
+A snapshot (checkpoints with `save_replay`) is one consistent cut taken while the writer runs: the transitions
+first, then the frames, so that every transition it holds was published after its frames (the writer's order) and
+points below the saved frame count. Loading refuses a snapshot with a pointer past its frames.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from jaxrl_dist.errors import UserError
 from jaxrl_dist.records import Transition
-from jaxrl_dist.replay.buffer import Partition
+from jaxrl_dist.replay.buffer import Partition, check_saved, take_rows
 from jaxrl_dist.replay.nstep import NStepWriter
 
 
@@ -112,10 +120,10 @@ class FramePartition(Partition):
         slots = seqs % self.capacity
         cap = len(self.frames)
         for field, (dst, src) in enumerate(zip(out, self.data)):
-            if field in (0, 4):  # obs, next_obs: [N, C] frame numbers -> [N, C, H, W] frames
-                dst[rows] = self.frames[src[slots] % cap]
+            if field in (0, 4):  # obs, next_obs: [N, C] frame numbers -> [N, C, H, W] frames, straight into dst
+                take_rows(self.frames, src[slots] % cap, dst, rows)
             else:
-                dst[rows] = src[slots]
+                take_rows(src, slots, dst, rows)
 
     def unsafe(self, seqs: np.ndarray) -> np.ndarray:
         bad = super().unsafe(seqs)
@@ -126,12 +134,25 @@ class FramePartition(Partition):
         return bad | (oldest < low)
 
     def snapshot(self) -> dict[str, Any]:
+        # Transitions first: each was published after its frames, so all of them point below `before`.
+        saved = super().snapshot()
         before = self.frames_committed
         frames = self.frames.copy()
         after = self.frames_committed
-        saved = super().snapshot()  # after the frames: its transitions point at frames already copied
         floor = max(self.frame_floor, after + self.frame_margin - len(self.frames), 0)
         return {**saved, "frames": frames, "frames_committed": np.int64(before), "frame_floor": np.int64(floor)}
+
+    def check(self, saved: dict[str, Any]) -> None:
+        """As `Partition.check`, and a stored transition must not point at a frame the snapshot lacks (one torn by
+        a writer)."""
+        super().check(saved)
+        check_saved(saved, ("frames_committed", "frame_floor"), [("frames", self.frames)])
+        committed, floor = int(saved["committed"]), int(saved["floor"])
+        slots = np.arange(max(floor, committed - self.capacity, 0), committed) % self.capacity
+        newest = max(int(saved[f][slots].max(initial=-1)) for f in ("obs", "next_obs"))
+        if newest >= int(saved["frames_committed"]):
+            raise ValueError(f"the saved replay holds transitions that point at frame {newest}, past its "
+                             f"{int(saved['frames_committed'])} saved frames (a snapshot torn by a writer)")
 
     def load(self, saved: dict[str, Any]) -> None:
         super().load(saved)
@@ -159,11 +180,14 @@ class FrameWriter(NStepWriter):
         super().__init__(num_envs, n, gamma, (self.stack,), np.int64, action_shape, action_dtype)
         self.stacks = np.zeros((num_envs, self.stack), np.int64)  # each env's current obs as frame numbers
         self.fresh = np.ones(num_envs, bool)  # the env's next obs starts an episode: store its whole stack
+        self.stepped = np.zeros(num_envs, bool)  # `stacks` holds the env's last stack (a new life may continue it)
+        self.checked = np.zeros(num_envs, bool)  # the env's observations were seen to shift by one frame
 
     def reset(self) -> None:
         """Forgets pending steps and stacks (after the envs were reset from outside, e.g. on resume)."""
         super().reset()
         self.fresh[:] = True
+        self.stepped[:] = False
 
     def step(  # type: ignore[override]  # returns frames with the transitions
         self,
@@ -177,15 +201,21 @@ class FrameWriter(NStepWriter):
     ) -> FrameBatch:
         """Adds one step of each env in `env_ids`; arguments as in `NStepWriter.step` (`obs`, `next_obs`:
         `[K, C, H, W]`). Returns the frames to store and the transitions completed."""
+        if not self.checked[env_ids].all():
+            self._check_shift(env_ids, obs, next_obs)
         base = self.partition.frames_committed
         fresh = self.fresh[env_ids]
         parts = []
         if fresh.any():
-            first = obs[fresh]  # [F, C, H, W] stacks that start an episode
+            ids, first = env_ids[fresh], obs[fresh]  # [F, C, H, W] stacks that start an episode
             new = np.ones(first.shape[:2], bool)
             new[:, 1:] = (first[:, 1:] != first[:, :-1]).reshape(len(first), self.stack - 1, -1).any(axis=2)
-            self.stacks[env_ids[fresh]] = base + np.cumsum(new.ravel()).reshape(new.shape) - 1
-            self.fresh[env_ids[fresh]] = False
+            cont = self._continues(ids, first)
+            new[cont, :-1], new[cont, -1] = False, True  # a new life: only its newest frame is new
+            pointers = base + np.cumsum(new.ravel()).reshape(new.shape) - 1
+            pointers[cont, :-1] = self.stacks[ids[cont], 1:]
+            self.stacks[ids] = pointers
+            self.fresh[ids] = False
             parts.append(first[new])
             base += int(new.sum())
         obs_ptr = self.stacks[env_ids]
@@ -193,5 +223,29 @@ class FrameWriter(NStepWriter):
         parts.append(next_obs[:, -1])
         t = super().step(env_ids, obs_ptr, action, reward, next_ptr, terminated, truncated)
         self.stacks[env_ids] = next_ptr
+        self.stepped[env_ids] = True
         self.fresh[env_ids[terminated | truncated]] = True
         return FrameBatch(parts[0] if len(parts) == 1 else np.concatenate(parts), t)
+
+    def _check_shift(self, env_ids: np.ndarray, obs: np.ndarray, next_obs: np.ndarray) -> None:
+        """Each env's first step must shift its stack by one frame: what frames stored once rebuild."""
+        shifted = (next_obs[:, :-1] == obs[:, 1:]).reshape(len(env_ids), -1).all(axis=1)
+        if not shifted.all():
+            raise UserError(
+                f"replay.frame_dedup: the observations of shape {tuple(obs.shape[1:])} are not stacks of frames that "
+                f"take one new frame per step (env {int(env_ids[~shifted][0])}'s first step did not shift its "
+                f"stack; RGB frames or single images are no frame stacks); set replay.frame_dedup: false"
+            )
+        self.checked[env_ids] = True
+
+    def _continues(self, ids: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Which first stacks `[F, C, H, W]` continue their env's last stack by one frame (EnvPool after a lost life,
+        with `episodic_life`), compared bit for bit with its stored frames while they are still intact."""
+        p = self.partition
+        cont = self.stepped[ids] & (self.stack > 1)
+        prev = self.stacks[ids, 1:]  # [F, C - 1] the last stack's newest frames
+        cont &= prev.min(axis=1, initial=p.frames_committed) >= p.frames_committed + p.frame_margin - len(p.frames)
+        if cont.any():
+            same = p.frames[prev[cont] % len(p.frames)] == first[cont, :-1]
+            cont[cont] = same.reshape(int(cont.sum()), -1).all(axis=1)
+        return cont

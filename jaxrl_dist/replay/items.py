@@ -11,8 +11,8 @@ from jaxrl_dist.records import PrioritizedBatch, Transition
 
 
 def action_dtype(spec: EnvSpec) -> type:
-    """The dtype actions are stored in: int32 for discrete, float32 for continuous."""
-    return np.int32 if spec.action_kind == "discrete" else np.float32
+    """The dtype actions are stored in: int32 for discrete and multi-discrete, float32 for continuous."""
+    return np.int32 if spec.action_kind in ("discrete", "multi_discrete") else np.float32
 
 
 def transition_example(spec: EnvSpec) -> Transition:

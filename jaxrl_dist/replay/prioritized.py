@@ -24,6 +24,7 @@ deterministic.
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -87,6 +88,7 @@ class PrioritizedReplay(ReplayBuffer):
         self.window = [[0, 0] for _ in self.partitions]
         self.max_priority = 1.0
         self._pending: collections.deque[PriorityFeedback] = collections.deque(maxlen=feedback_depth)
+        self._lock = threading.RLock()  # the trees, windows and feedback (several sampler threads may draw)
         self.applied = 0  # feedback items applied (for tests and metrics)
         self.dropped = 0  # feedback items dropped because their slot was overwritten
 
@@ -138,53 +140,64 @@ class PrioritizedReplay(ReplayBuffer):
 
     def _draw(self, index: int, seqs_out: np.ndarray, rng: np.random.Generator) -> None:
         """Items of partition `index` in proportion to their priorities (a redraw re-syncs the tree first)."""
-        self._sync(index)
-        tree, window = self.trees[index], self.window[index]
-        slots = tree.find(rng.uniform(0.0, tree.total, size=seqs_out.shape))
-        high, cap = window[1], self.partitions[index].capacity
+        with self._lock:
+            self._sync(index)
+            tree, window = self.trees[index], self.window[index]
+            slots = tree.find(rng.uniform(0.0, tree.total, size=seqs_out.shape))
+            high = window[1]
+        cap = self.partitions[index].capacity
         seqs_out[:] = high - 1 - (high - 1 - slots) % cap  # the newest sequence number stored in each slot
 
-    def sample_stacked(self, k: int, batch: int, rng: np.random.Generator, env_steps: int = 0) -> PrioritizedBatch:
-        """One learner call's batches `[k, batch, ...]` with importance weights and indices.
+    def sample_stacked(self, k: int, batch: int, rng: np.random.Generator, env_steps: int = 0,
+                       out: Any = None) -> PrioritizedBatch:
+        """One learner call's batches `[k, batch, ...]` with importance weights and indices. Several sampler threads
+        may call it at once: the trees change under a lock, the gathers run outside it.
+
+        Args:
+            k, batch, rng, env_steps: as for `ReplayBuffer.sample_stacked`; `env_steps` sets beta.
+            out: a `PrioritizedBatch` of `[k, batch, ...]` arrays to fill (a sampler's staging buffers); None: new.
 
         Returns:
             A `PrioritizedBatch`: the transition fields, `weight [k, batch]` float32 (each row's largest is 1), and
             `index [k, batch, 2]` int32 (partition, sequence number mod 2^31) for `feedback`.
         """
-        for i in range(len(self.partitions)):
-            self._sync(i)
-        self._apply_feedback()  # after the sync: feedback for items that left the window is dropped
-        totals = np.array([tree.total for tree in self.trees])
-        if totals.sum() <= 0:
-            raise RuntimeError("sample from an empty replay buffer")
+        with self._lock:
+            for i in range(len(self.partitions)):
+                self._sync(i)
+            self._apply_feedback()  # after the sync: feedback for items that left the window is dropped
+            which = self._choose(k, batch, rng, np.array([tree.total for tree in self.trees]))
+        fields, seqs = self._sample_from(which, rng, 100, self._flat(out, k, batch))
         count = k * batch
-        if len(self.partitions) == 1:
-            which = np.zeros(count, np.int64)
-        else:
-            which = rng.choice(len(self.partitions), size=count, p=totals / totals.sum())
-        out, seqs = self._sample_from(which, rng, 100)
-        # The probabilities of the items returned, from the trees as they are now (a redraw may have re-synced one).
-        totals = np.array([tree.total for tree in self.trees])
-        priority = np.empty(count)
-        for i, part in enumerate(self.partitions):
-            rows = which == i
-            priority[rows] = self.trees[i].get(seqs[rows] % part.capacity)
-        # An item accepted before a redraw's re-sync moved the window past it reads 0 now (rare): weigh it as new.
-        priority = np.where(priority > 0, priority, self.max_priority)
-        stored = sum(w[1] - w[0] for w in self.window)
+        with self._lock:
+            # The probabilities of the items returned, from the trees as they are now (a redraw or another sampler
+            # may have re-synced one).
+            totals = np.array([tree.total for tree in self.trees])
+            priority = np.empty(count)
+            for i, part in enumerate(self.partitions):
+                rows = which == i
+                priority[rows] = self.trees[i].get(seqs[rows] % part.capacity)
+            # An item whose window moved past it since it was drawn reads 0 now (rare): weigh it as new.
+            priority = np.where(priority > 0, priority, self.max_priority)
+            stored = sum(w[1] - w[0] for w in self.window)
         weight = (stored * priority / totals.sum()) ** -self.beta(env_steps)
         weight = weight.reshape(k, batch)
         weight /= weight.max(axis=1, keepdims=True)
         index = np.stack([which, seqs % SEQ_MOD], axis=-1).astype(np.int32).reshape(k, batch, 2)
-        obs, action, reward, discount, next_obs = (x.reshape(k, batch, *x.shape[1:]) for x in out)
-        return PrioritizedBatch(obs, action, reward, discount, next_obs, weight.astype(np.float32), index)
+        obs, action, reward, discount, next_obs = (x.reshape(k, batch, *x.shape[1:]) for x in fields)
+        if out is None:
+            return PrioritizedBatch(obs, action, reward, discount, next_obs, weight.astype(np.float32), index)
+        out.weight[...] = weight
+        out.index[...] = index
+        return PrioritizedBatch(obs, action, reward, discount, next_obs, out.weight, out.index)
 
     def state_dict(self) -> dict[str, Any]:
         """The partitions' items and each tree's priorities (read while the sampler may change them: priorities are
         advice, a slightly torn copy only changes the order of draws after a resume)."""
         state = super().state_dict()
-        for i, tree in enumerate(self.trees):
-            state[f"p{i}"] = {**state[f"p{i}"], "priorities": tree.priorities().copy()}
+        with self._lock:
+            trees = [tree.priorities().copy() for tree in self.trees]
+        for i, priorities in enumerate(trees):
+            state[f"p{i}"] = {**state[f"p{i}"], "priorities": priorities}
         state["max_priority"] = np.float64(self.max_priority)
         return state
 

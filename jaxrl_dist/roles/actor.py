@@ -57,8 +57,7 @@ class Actor:
     def _take_latest(self) -> int:
         """Takes the store's newest parameters; returns the version in use."""
         if self.store.version != self.version:
-            params, self.version = self.store.latest()
-            self.params = jax.device_put(params, self.device)  # a no-op when actor and learner share a device
+            self.params, self.version = self.store.latest(self.device)  # computed, on this actor's device
         return self.version
 
     def step(self, timers: Timers) -> int:

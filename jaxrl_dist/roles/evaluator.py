@@ -3,8 +3,13 @@
 Every evaluation builds fresh envs with the same seeds (env i: `eval_seed + i`), so its result depends on the
 parameters alone: two evaluations of one checkpoint, in a run or offline with `python -m jaxrl_dist.evaluate`, give
 the same returns. In async mode the evaluator is its own thread (`run_thread`) that takes the newest learner state
-every `eval.interval` env steps and hands its results to the driver; in serial mode the driver calls `evaluate`
-inline, which keeps the run deterministic.
+every `eval.interval` env steps and hands its results to the driver; in serial mode the driver evaluates in its
+own turn (`evaluate_within`), which keeps the run deterministic.
+
+An evaluation that fails (an env that raises, one over its timeout) is an `EvalFailure`, which the driver reports
+with a warning and an `eval/failed` count while training goes on: evaluation only observes the run, and no trained
+work may be lost to it. One that hangs where no timeout reaches (inside an env's C++ or Python code) is given up
+after its timeout (`Evaluator.stuck`, `evaluate_within`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from jaxrl_dist.envs import EnvSpec, VecEnv
 from jaxrl_dist.io.video import EpisodeVideo, RenderError, frame_getter
 from jaxrl_dist.records import Snapshot
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
+from jaxrl_dist.roles.signals import watch
 
 POLL_S = 0.02  # how often the evaluator thread checks whether an evaluation is due
 
@@ -41,6 +47,19 @@ class EvalResult:
         return self.stats["eval/episode_return"]
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalFailure:
+    """An evaluation of the state at `env_steps` that raised or ran over its timeout; `error` says how, in one line;
+    `hung`: it never returned (its thread is still inside the env)."""
+
+    env_steps: int
+    error: str
+    hung: bool = False
+
+
+GRACE_S = 10.0  # beyond the evaluator's own timeout, before an evaluation that does not return is given up
+
+
 class Evaluator:
     """Runs one episode in each of `episodes` envs, side by side, and reports the returns.
 
@@ -56,6 +75,7 @@ class Evaluator:
         warn: prints a one-line warning (a renderer that fails).
         env_id: the env's id, for that warning.
         max_steps: safety bound on the env rounds of one evaluation.
+        timeout_s: seconds one evaluation may take (checked between env rounds; see `stuck` for the rest).
     """
 
     def __init__(
@@ -70,10 +90,12 @@ class Evaluator:
         warn: Callable[[str], None] = print,
         env_id: str = "",
         max_steps: int = 1_000_000,
+        timeout_s: float = 600.0,
     ) -> None:
         self.make_env, self.spec, self.algo, self.device = make_env, spec, algo, device
         self.video, self.probe, self.warn, self.max_steps = video, probe, warn, max_steps
-        self.env_id = env_id
+        self.env_id, self.timeout_s = env_id, timeout_s
+        self.busy_since: float | None = None  # monotonic start of the evaluation in flight on the evaluator thread
         self._act = jax.jit(algo.eval_act)
 
     def warmup(self, params: Any, num_envs: int) -> None:
@@ -81,12 +103,12 @@ class Evaluator:
         obs = np.zeros((num_envs, *self.spec.obs_shape), self.spec.obs_dtype)
         jax.block_until_ready(self._act(jax.device_put(params, self.device), obs))
 
-    def evaluate(self, snapshot: Snapshot, *, stop: threading.Event | None = None, timeout: float = 600.0
+    def evaluate(self, snapshot: Snapshot, *, stop: threading.Event | None = None, timeout: float | None = None
                  ) -> EvalResult | None:
         """Evaluates the actor parameters of `snapshot.state` (a video labelled with its env steps, if videos are
         on); None if `stop` was set before the episodes ended."""
         params = self.algo.actor_params(snapshot.state)
-        out = self.run(params, stop=stop, video_step=snapshot.env_steps, timeout=timeout)
+        out = self.run(params, stop=stop, video_step=snapshot.env_steps, timeout=timeout or self.timeout_s)
         if out is None:
             return None
         stats, video = out
@@ -180,7 +202,7 @@ class Evaluator:
 
     def run_thread(
         self, lifetime: Lifetime, timers: Timers, take: Callable[[], Snapshot], first_due: int, interval: int,
-        results: queue.Queue[EvalResult], num_envs: int,
+        results: queue.Queue[EvalResult | EvalFailure], num_envs: int,
     ) -> None:
         """The evaluator thread: evaluates `take()` whenever its env steps reach the next multiple of `interval`.
 
@@ -197,7 +219,13 @@ class Evaluator:
             if snapshot.env_steps < due:
                 continue
             with timers.span("eval/run"):
-                result = self.evaluate(snapshot, stop=stop)
+                self.busy_since = time.monotonic()
+                try:
+                    result: EvalResult | EvalFailure | None = self.evaluate(snapshot, stop=stop)
+                except Exception as err:  # noqa: BLE001 - reported by the driver; training goes on
+                    result = EvalFailure(snapshot.env_steps, one_line(err))
+                finally:
+                    self.busy_since = None
             if result is None:
                 return
             due = next_multiple(snapshot.env_steps + 1, interval)
@@ -207,6 +235,41 @@ class Evaluator:
                     break
                 except queue.Full:
                     continue
+
+
+    def stuck(self) -> bool:
+        """Whether the evaluator thread's evaluation has outlasted its timeout (and a grace): it hangs where the
+        timeout does not reach."""
+        since = self.busy_since
+        return since is not None and time.monotonic() - since > self.timeout_s + GRACE_S
+
+
+def evaluate_within(evaluator: Evaluator, snapshot: Snapshot, stop: threading.Event | None
+                    ) -> EvalResult | EvalFailure | None:
+    """`evaluator.evaluate` on a helper thread, waited for at most its timeout and a grace: the caller (the driver:
+    serial mode's evaluations, the final one) goes on even when an env hangs. None if `stop` cut it short."""
+    out: list[EvalResult | EvalFailure | None] = []
+
+    def work() -> None:
+        try:
+            out.append(evaluator.evaluate(snapshot, stop=stop))
+        except Exception as err:  # noqa: BLE001 - reported by the driver; training goes on
+            out.append(EvalFailure(snapshot.env_steps, one_line(err)))
+
+    thread = watch(threading.Thread(target=work, name="evaluation", daemon=True))
+    thread.start()
+    thread.join(evaluator.timeout_s + GRACE_S)
+    if thread.is_alive():
+        return EvalFailure(snapshot.env_steps, f"it did not return within {evaluator.timeout_s + GRACE_S:.0f} s",
+                           hung=True)
+    return out[0]
+
+
+def one_line(err: BaseException) -> str:
+    """`Type: message`, the message's first line (at most 300 characters)."""
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def next_multiple(steps: int, interval: int) -> int:

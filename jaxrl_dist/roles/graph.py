@@ -27,7 +27,7 @@ from jaxrl_dist.io.video import EpisodeVideo, probe_render, render_kwargs
 from jaxrl_dist.roles.actor import Actor
 from jaxrl_dist.roles.datapath import DataPath, PathInputs, make_path
 from jaxrl_dist.roles.evaluator import Evaluator
-from jaxrl_dist.roles.learner import Learner
+from jaxrl_dist.roles.learner import Learner, Publisher
 from jaxrl_dist.roles.lifetime import Lifetime, Timers
 from jaxrl_dist.roles.sync import Counters, Limiter, ParamStore
 
@@ -35,14 +35,14 @@ from jaxrl_dist.roles.sync import Counters, Limiter, ParamStore
 GROUP_SEED_STRIDE = 100_000_007
 
 
-def configure_runtime() -> None:
+def configure_runtime(cpu_async_dispatch: bool = False) -> None:
     """Process-wide JAX settings for the roles.
 
     On CPU, asynchronous dispatch hands every call to another thread; the actor's tiny policy calls (tens of
-    microseconds) run about 40% faster without that hop, and the learner loses nothing since it waits for each
-    call's result before publishing anyway.
+    microseconds) run about 40% faster without that hop, so it is off unless `roles.cpu_async_dispatch` asks for it
+    (to check on CPU what a GPU, always asynchronous, does: no role waits on another's computation).
     """
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    jax.config.update("jax_cpu_enable_async_dispatch", cpu_async_dispatch)
 
 
 class Setup(NamedTuple):
@@ -63,7 +63,7 @@ def prepare(cfg: Config, peers: Peers | None = None) -> Setup:
         spec = env.spec
     finally:
         env.close()
-    return Setup(spec, plan(cfg, spec, peers), devices)
+    return Setup(spec, plan(cfg, spec, peers, devices), devices)
 
 
 @dataclasses.dataclass
@@ -83,6 +83,7 @@ class Graph:
     timers: Timers
     placement: LearnerMesh  # the learner devices: `placement.replicated` for state, `placement.batches` for data
     group: Peers | None = None  # this process's MPI group or jax.distributed process (None for a lone process)
+    precompiling: list[threading.Thread] = dataclasses.field(default_factory=list)  # see `_precompile`
 
     @property
     def limiter(self) -> Limiter:
@@ -94,33 +95,39 @@ class Graph:
         """Whether this process writes the experiment directory and evaluates (group 0, or the only process)."""
         return self.group is None or self.group.lead
 
-    def close(self) -> None:
+    def close(self, timeout: float = 120.0) -> None:
+        """Closes the envs once the roles stopped, after the precompile threads finished: a thread still inside XLA
+        when the interpreter exits aborts the process."""
+        for thread in self.precompiling:
+            thread.join(timeout)
         if any(t.is_alive() for t in self.lifetime.threads):
             return  # a role that did not stop may still be inside its env; process exit releases them
         for actor in self.actors:
             actor.env.close()
 
 
-def env_args(cfg: Config, num_envs: int, batch: int, seed: int, render: bool = False, threads: int = 0
-             ) -> dict[str, Any]:
+def env_args(cfg: Config, num_envs: int, batch: int, seed: int, render: bool = False, threads: int = 0,
+             training: bool = False) -> dict[str, Any]:
     """`make_env` keyword arguments for `num_envs` envs of the config's env (made to render frames if `render`),
-    with `threads` EnvPool threads (0: at most one per env)."""
+    with `threads` EnvPool threads (0: at most one per env). Python envs run in worker processes only for
+    `training` envs with `env.vector: subprocess`: evaluation envs are rebuilt for every evaluation, where starting
+    workers would cost more than it saves."""
     e = cfg.env
     kwargs = {**render_kwargs(resolve_backend(e.id, e.backend)), **e.kwargs} if render else dict(e.kwargs)
+    vector = e.vector if training else "inline"
     return dict(env_id=e.id, num_envs=num_envs, batch_size=batch, num_threads=min(threads or num_envs, num_envs),
                 seed=seed, max_episode_steps=e.max_episode_steps, backend=e.backend, kwargs=kwargs,
-                wrappers=e.wrappers)
+                wrappers=e.wrappers, vector=vector, workers=e.workers)
 
 
 def make_evaluator(cfg: Config, spec: EnvSpec, algo: Algorithm, episodes: int, seed: int,
-                   device: str | None = None) -> Evaluator:
+                   device: str | jax.Device) -> Evaluator:
     """An evaluator of `episodes` greedy episodes on envs seeded `seed + i`, rebuilt for every evaluation, with
-    inference on `device` (default: `roles.evaluator.device`).
+    inference on `device` (a device, or a name given on the command line: `--device`).
 
     Videos are off; `attach_video` turns them on once the output folder is known.
     """
-    key = "roles.evaluator.device" if device is None else "--device"
-    jax_device = resolve_device(cfg.roles.evaluator.device if device is None else device, key)
+    jax_device = resolve_device(device, "--device") if isinstance(device, str) else device
     return Evaluator(lambda render: make_env(**env_args(cfg, episodes, episodes, seed, render)), spec, algo,
                      jax_device, env_id=cfg.env.id)
 
@@ -144,7 +151,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         group: this process's place among MPI groups (`open_group`) or `jax.distributed` processes (`initialize`).
         setup: the run's `prepare(cfg, group)`, computed once by the caller (None: computed here).
     """
-    configure_runtime()
+    configure_runtime(cfg.roles.cpu_async_dispatch)
     setup = setup or prepare(cfg, group)
     plan_, devices = setup.plan, setup.devices
     counters = counters or Counters()
@@ -153,7 +160,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     # A resumed run reseeds its envs (their state is not in the checkpoint) so it does not replay old episodes.
     env_seed = seed * 10_007 + counters.env_steps + (rank or 0) * GROUP_SEED_STRIDE
     envs = [make_env(**env_args(cfg, cfg.env.num_envs, plan_.env_batch, env_seed + i * cfg.env.num_envs,
-                                threads=plan_.env_threads)) for i in range(plan_.actors)]
+                                threads=plan_.env_threads, training=True)) for i in range(plan_.actors)]
     spec = envs[0].spec
     reduce = placement.grad_reduce if group is None else group.grad_reduce(placement, cfg.roles.groups)
     algo = make_algorithm(spec, cfg, reduce, plan_)
@@ -166,41 +173,52 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
                          lifetime.stop_event, path.limiter, groups.overlap, placement)
     root = jax.random.PRNGKey(seed)
     shapes = jax.eval_shape(algo.init, root)
-    store = ParamStore(None, counters.updates)  # the initial parameters are published by `Learner.install`
+    serial = cfg.roles.mode == "serial"
+    # Actor i runs on the (i // count)-th actor device; the threads of one device share its parameter copy.
+    actor_devices = [devices.actor[i // cfg.roles.actor.count] for i in range(plan_.actors)]
+    store = ParamStore(counters.updates)  # the initial parameters are published by `Learner.install`
+    publisher = Publisher(store, actor_devices, inline=serial)
     learner = Learner(algo, placement.put_replicated(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)),
-                      plan_.updates_per_call, store, path.limiter, placement, sync, feedback=path.feedback)
+                      plan_.updates_per_call, publisher, path.limiter, placement, sync, feedback=path.feedback)
     if keys is None:
         keys = jax.random.split(jax.random.fold_in(root, 1), plan_.actors)
     if group is not None:  # every group starts from the same learner state, but explores with its own keys
         keys = jax.vmap(jax.random.fold_in, (0, None))(keys, group.rank)
-    serial = cfg.roles.mode == "serial"
-    actors = [Actor(i, env, algo, path.writer(i, env, store), store, path.limiter, keys[i], devices.actor,
+    actors = [Actor(i, env, algo, path.writer(i, env, store), store, path.limiter, keys[i], actor_devices[i],
                     deterministic=serial) for i, env in enumerate(envs)]
-    _precompile(actors[0], learner, path, placement, devices.actor, cfg.env.num_envs, spec, group)
+    precompiling = _precompile(actors, learner, path, placement, cfg.env.num_envs, spec, group)
     if state is None:
         state = jax.jit(algo.init)(jax.random.fold_in(root, 0))
     learner.install(placement.put_replicated(state), counters.updates)
     evaluator = None
     if cfg.eval.interval > 0 and (group is None or group.lead):  # group 0 evaluates (all hold the same parameters)
-        evaluator = make_evaluator(cfg, spec, algo, plan_.eval_envs, plan_.eval_seed)
-    return Graph(cfg, plan_, spec, algo, path, store, learner, actors, evaluator, lifetime, timers, placement, group)
+        evaluator = make_evaluator(cfg, spec, algo, plan_.eval_envs, plan_.eval_seed, devices.evaluator)
+    return Graph(cfg, plan_, spec, algo, path, store, learner, actors, evaluator, lifetime, timers, placement, group,
+                 precompiling)
 
 
-def _precompile(actor: Actor, learner: Learner, path: DataPath, placement: LearnerMesh, device: jax.Device,
-                num_envs: int, spec: EnvSpec, group: Peers | None) -> None:
+def _precompile(actors: list[Actor], learner: Learner, path: DataPath, placement: LearnerMesh, num_envs: int,
+                spec: EnvSpec, group: Peers | None) -> list[threading.Thread]:
     """Compiles the actor's policy and the learner's update on threads, with arguments placed as the roles will
     place them, while the initial state is computed and the roles start (compilation takes seconds of a
     time-to-solve); the roles' first calls then find them compiled (JAX lets a second caller wait for a compilation
-    in flight). Fire and forget: a failure here is raised again, and reported through the lifetime, by the role's
-    own first call. With groups the update is a collective: only the learner thread may call it."""
-    act_args = (jax.device_put(learner.algo.actor_params(placement.local(learner.state)), device),
-                np.zeros((num_envs, *spec.obs_shape), spec.obs_dtype), actor.key, 0.0)
-    calls: list[tuple[str, Callable[[], Any]]] = [("actor", lambda: jax.block_until_ready(actor._act(*act_args)))]
+    in flight). A failure here is raised again, and reported through the lifetime, by the role's own first call;
+    `Graph.close` waits for the threads. With groups the update is a collective: only the learner thread may call
+    it."""
+    calls: list[tuple[str, Callable[[], Any]]] = []
+    params = learner.algo.actor_params(placement.local(learner.state))
+    obs = np.zeros((num_envs, *spec.obs_shape), spec.obs_dtype)
+    for actor in {a.device: a for a in actors}.values():  # one per actor device (a compilation each)
+        args = (jax.device_put(params, actor.device), obs, actor.key, 0.0)
+        calls.append(("actor", functools.partial(lambda a, args: jax.block_until_ready(a._act(*args)), actor, args)))
     if group is None:
         warm = path.warmup_batches()
         calls.append(("learner", lambda: learner.warmup(warm)))
-    for name, call in calls:
-        threading.Thread(target=_quietly, args=(call,), name=f"{name}-precompile", daemon=True).start()
+    threads = [threading.Thread(target=_quietly, args=(call,), name=f"{name}-precompile", daemon=True)
+               for name, call in calls]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 def _quietly(call: Callable[[], Any]) -> None:

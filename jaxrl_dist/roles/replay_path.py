@@ -127,20 +127,29 @@ class ReplayPath:
         start = counters.env_steps + (0 if counters.replay_restored else plan.fill)
         self.limiter = RatioLimiter(plan.ratio, start, plan.ratio_slack, counters.env_steps, counters.updates,
                                     actors=plan.actors, peer_steps=counters.peer_steps)
-        seed = cfg.train.seed
-        self.rng = np.random.default_rng([seed, 2] if inputs.rank is None else [seed, 2, inputs.rank])
+        seed, rank = cfg.train.seed, inputs.rank
         self.queue = BatchQueue(cfg.replay.prefetch)
         placement = inputs.placement
         put = placement.put_batches if placement.multiprocess else placement.batches
-        self.sampler = Sampler(self._sample, self.ready, put, self.queue, inputs.lifetime, inputs.timers)
+        count = 1 if cfg.roles.mode == "serial" else cfg.replay.samplers
+        # Sampler 0's generator is the one checkpoints keep (`rng_state`); the others are seeded apart from it.
+        rngs = [np.random.default_rng([seed, 2] if rank is None else [seed, 2, rank])]
+        rngs += [np.random.default_rng([seed, 2, rank or 0, i]) for i in range(1, count)]
+        shape = (plan.updates_per_call, plan.batch)
+        staging = placement.devices[0].platform != "cpu"  # see `Sampler`: on CPU, fresh arrays used in place
+        self.samplers = [Sampler(self._sample, self.ready, put, self.queue, inputs.lifetime, inputs.timers, rng,
+                                 zero_samples(inputs.spec, cfg.replay.prioritized, shape) if staging else None)
+                         for rng in rngs]
+        self.rng = rngs[0]
         self.feedback: Callable[[PriorityFeedback], None] | None = None
         if isinstance(self.replay, PrioritizedReplay):
             self.feedback = self.replay.feedback
 
-    def _sample(self) -> Any:
-        """One learner call's batches: a `Transition`, or a `PrioritizedBatch` whose beta follows the env steps."""
-        return self.replay.sample_stacked(self.plan.updates_per_call, self.plan.batch, self.rng,
-                                          self.limiter.env_steps)
+    def _sample(self, rng: np.random.Generator, out: Any) -> Any:
+        """One learner call's batches gathered into `out`: a `Transition`, or a `PrioritizedBatch` whose beta follows
+        the env steps."""
+        return self.replay.sample_stacked(self.plan.updates_per_call, self.plan.batch, rng, self.limiter.env_steps,
+                                          out=out)
 
     def writer(self, index: int, env: VecEnv, store: ParamStore) -> ReplayWriter:
         partition = self.replay.partitions[index]
@@ -149,11 +158,11 @@ class ReplayPath:
                             self.cfg.train.max_staleness)
 
     def threads(self) -> list[tuple[str, Callable[[], None]]]:
-        return [("sampler", self.sampler.run)]
+        return [(f"sampler{i}" if i else "sampler", s.run) for i, s in enumerate(self.samplers)]
 
     def next_batch(self) -> Any:
         """Serial mode: the learner's next batch, drawn inline."""
-        return self.sampler.produce()
+        return self.samplers[0].produce()
 
     def ready(self) -> bool:
         """Whether the replay holds a batch."""

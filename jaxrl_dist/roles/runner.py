@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import queue
-import signal
 import threading
 import time
 from pathlib import Path
@@ -14,15 +14,21 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxrl_dist.config import Config
+from jaxrl_dist.config import Config, to_dict
 from jaxrl_dist.distributed.peers import Peers
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
+from jaxrl_dist.io.checkpoint import CheckpointMeta
 from jaxrl_dist.io.experiment import BEST_CHECKPOINT_DIR, VIDEO_DIR
+from jaxrl_dist.io.jax_profile import JaxProfileWindow
+from jaxrl_dist.io.tracking import open_tracker
 from jaxrl_dist.io.video import TensorBoardVideos, recorder
 from jaxrl_dist.records import Snapshot
-from jaxrl_dist.roles.evaluator import EvalResult, next_multiple
+from jaxrl_dist.roles.evaluator import EvalFailure, EvalResult, evaluate_within, next_multiple
 from jaxrl_dist.roles.graph import Graph, Setup, attach_video, build_graph
-from jaxrl_dist.roles.resume import checkpoint_meta, checkpoint_tree, read_counters, restore
+from jaxrl_dist.roles.resume import (
+    checkpoint_meta, checkpoint_tree, read_counters, ready, restore, save_checkpoint, state_to_save,
+)
+from jaxrl_dist.roles.signals import Signals, signal_name
 from jaxrl_dist.roles.sync import Counters
 
 JOIN_TIMEOUT_S = 10.0
@@ -43,40 +49,49 @@ class RunResult:
 class Driver:
     """The main thread of a run: owns metrics, checkpoints, the progress display, and the evaluator's results.
 
-    Evaluation runs inline in serial mode and on the evaluator thread in async mode; either way each result
-    comes through `_on_eval`, which writes its metrics line, stops a run that reached `eval.target_return`, and
-    keeps the best state, written to `checkpoints_best/` with the next checkpoint.
+    Evaluation runs in the driver's turn in serial mode and on the evaluator thread in async mode; either way each
+    result comes through `_on_eval`, which writes its metrics line, stops a run that reached `eval.target_return`, and
+    keeps the best state, written to `checkpoints_best/` with the next checkpoint. A failed evaluation is a warning
+    and an `eval/failed` count; training goes on.
 
     Args:
         graph: the wired roles.
         exp_dir: the experiment directory.
         start_time: process start (`time.time()`), the origin of `wall_s`.
         checkpointer: where checkpoints go.
+        signals: the process's signal handler (`train` installs it at start-up); None installs one for the run.
+        resumed: the meta of the checkpoint this run resumed from (its best return, its W&B run), or None.
     """
 
-    def __init__(self, graph: Graph, exp_dir: Path, start_time: float, checkpointer: Checkpointer | None) -> None:
+    def __init__(self, graph: Graph, exp_dir: Path, start_time: float, checkpointer: Checkpointer | None,
+                 signals: Signals | None = None, resumed: CheckpointMeta | None = None) -> None:
         cfg = graph.cfg
         self.g, self.cfg, self.exp_dir, self.start_time = graph, cfg, exp_dir, start_time
+        self.own_signals, self.signals = signals is None, signals or Signals()
         self.ckpt = checkpointer  # None in groups other than 0: only group 0 writes the experiment
-        self.metrics: MetricsWriter | NullMetrics = (
-            MetricsWriter(exp_dir, tensorboard=cfg.log.tensorboard, start_time=start_time) if graph.lead
-            else NullMetrics())
+        self.metrics: MetricsWriter | NullMetrics = NullMetrics()
+        self.wandb_run_id = resumed.wandb_run_id if resumed is not None else None
+        if graph.lead:
+            tracker = open_tracker(to_dict(cfg), cfg.log.wandb, exp_dir, run_id=self.wandb_run_id)
+            self.wandb_run_id = tracker.run_id if tracker is not None else self.wandb_run_id
+            self.metrics = MetricsWriter(exp_dir, tensorboard=cfg.log.tensorboard, start_time=start_time,
+                                         tracker=tracker)
         steps = graph.limiter.total_steps
         self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
         self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
         self.last_log = time.monotonic()
         self.last_log_steps, self.last_log_updates = steps, graph.limiter.updates
-        self.best_eval: float | None = None
+        self.best_eval: float | None = resumed.best_eval if resumed is not None else None
         self.solved = False
         self.signal = 0
         self.returns: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
         self.last_return: float | None = None
         self.last_eval = (-1, -1)  # (env steps, updates) of the last evaluated state
-        self.jax_trace_until: float | None = None  # while a jax.profiler window is open: when it closes
-        # True once the window is done, or when none is wanted (only the lead process profiles)
-        self.jax_traced = cfg.log.jax_profile_s <= 0 or not graph.lead
-        self.eval_results: queue.Queue[EvalResult] = queue.Queue(maxsize=4)
+        self.eval_failed, self.eval_hung = 0, False  # failed evaluations; whether one never returned
+        self.jax_window = JaxProfileWindow(exp_dir / "jax_profile", cfg.log.jax_profile_s if graph.lead else 0.0,
+                                           lambda line: self.progress.log(line))
+        self.eval_results: queue.Queue[EvalResult | EvalFailure] = queue.Queue(maxsize=4)
         self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
         self.best_ckpt = Checkpointer(exp_dir / BEST_CHECKPOINT_DIR, keep=1) if graph.lead else None
         self.tb_videos: TensorBoardVideos | None = None
@@ -89,28 +104,32 @@ class Driver:
 
     def run(self) -> RunResult:
         cfg, g = self.cfg, self.g
-        quiet = cfg.log.quiet
+        signals = self.signals.install() if self.own_signals else self.signals  # outside `train`: while it runs
         try:
-            with Progress(cfg.train.total_env_steps, quiet=quiet, print_every_s=10.0, silent=not g.lead
-                          ) as self.progress:
-                with _signals(self._on_signal):
-                    try:
-                        if cfg.roles.mode == "serial":
-                            self._run_serial()
-                        else:
-                            self._run_async()
-                    finally:
-                        stuck = g.lifetime.stop(JOIN_TIMEOUT_S)
-                        if stuck:
-                            self.progress.log(f"warning: roles still running after {JOIN_TIMEOUT_S:.0f} s: {stuck}")
+            with Progress(cfg.train.total_env_steps, quiet=cfg.log.quiet, print_every_s=10.0, silent=not g.lead
+                          ) as self.progress, signals.routed(self._on_signal), signals.busy("training"):
+                try:
+                    if cfg.roles.mode == "serial":
+                        self._run_serial()
+                    else:
+                        self._run_async()
+                finally:
+                    with signals.busy("waiting for the roles to stop"):
+                        stuck = g.lifetime.stop(JOIN_TIMEOUT_S, g.timers, self.progress.log)
+                    if stuck:
+                        self.progress.log(f"warning: {', '.join(stuck)} still running after {JOIN_TIMEOUT_S:.0f} s; "
+                                          f"the run ends without {'it' if len(stuck) == 1 else 'them'}")
                 g.lifetime.check()
                 self._finish()
         finally:
+            self.metrics.close()  # also after a crash: metrics.jsonl and the TensorBoard files are complete
+            if self.own_signals:
+                signals.restore()
             if self.best_ckpt is not None:
                 self.best_ckpt.close()
             if self.tb_videos is not None:
                 self.tb_videos.close()
-            self._jax_profile(stop=True)
+            self.jax_window.tick(g.limiter.updates, stop=True)
             if g.timers.trace is not None and g.lead:  # also after a crash: the trace shows what led to it
                 stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
                 path = g.timers.trace.write(self.exp_dir / f"trace_{stamp}.json")
@@ -120,8 +139,10 @@ class Driver:
                          self.best_eval, self.signal)
 
     def _on_signal(self, signum: int) -> None:
+        """The first signal (in the signal handler): stop the roles; `_finish` saves the checkpoint."""
         self.signal = signum
         self.g.lifetime.stop_event.set()
+        self.signals.say(f"{signal_name(signum)}: stopping the roles, then saving a checkpoint")
 
     # ------------------------------------------------------------------------------------------------ loops
 
@@ -150,6 +171,7 @@ class Driver:
         for name, loop in g.path.threads():
             life.spawn(name, loop)
         learner = life.spawn("learner", lambda: g.learner.run(life, g.timers, g.path.queue, warm))
+        life.spawn("publisher", functools.partial(g.learner.publisher.run, life))
         if g.evaluator is not None:
             life.spawn("evaluator", functools.partial(
                 g.evaluator.run_thread, life, g.timers, self._snapshot, self.next_eval, cfg.eval.interval,
@@ -181,43 +203,36 @@ class Driver:
         self._drain_evals()
         if cfg.checkpoint.interval and steps >= self.next_ckpt:
             self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
-            self.save()
-        self._jax_profile()
+            # Not when the run is ending (a stop, a solve, the budget spent): `_finish` saves its last state now.
+            if not g.lifetime.stop_event.is_set() and g.limiter.env_steps < g.plan.env_step_budget:
+                self.save()
+        self.jax_window.tick(g.limiter.updates)
         now = time.monotonic()
         if now - self.last_log >= cfg.log.interval_s:
             self._log(steps, now)
         self.progress.update(steps, ret=self.last_return)
 
-    def _jax_profile(self, stop: bool = False) -> None:
-        """Opens one `jax.profiler` window of `log.jax_profile_s` seconds at the first learner update, and closes it
-        when the time is up or the run ends (XLA op timings, written under jax_profile/ for Perfetto or
-        TensorBoard's profile plugin)."""
-        if self.jax_trace_until is None:
-            if self.jax_traced or stop or self.g.limiter.updates == 0:
-                return
-            jax.profiler.start_trace(str(self.exp_dir / "jax_profile"))
-            self.jax_trace_until = time.monotonic() + self.cfg.log.jax_profile_s
-        elif stop or time.monotonic() >= self.jax_trace_until:
-            jax.profiler.stop_trace()
-            self.jax_trace_until, self.jax_traced = None, True
-            self.progress.log(f"jax profile: {self.exp_dir / 'jax_profile'} (open the trace.json.gz in ui.perfetto.dev)")
-
     def _snapshot(self) -> Snapshot:
-        """The newest learner state with its updates, at the run's env steps now (read by the evaluator thread too:
-        one attribute read)."""
-        return self.g.learner.snapshot._replace(env_steps=self.g.limiter.total_steps)
+        """A copy of the newest learner state with its updates, at the run's env steps now (taken between learner
+        calls; read by the evaluator thread too)."""
+        return self.g.learner.read_snapshot(self.g.limiter.total_steps)
 
     def _evaluate_now(self, stop: threading.Event | None = None) -> None:
-        """Evaluates the newest learner state in this thread (serial mode, and the final evaluation); an
-        evaluation cut short by `stop` is dropped."""
+        """Evaluates the newest learner state in this thread's turn (serial mode, and the final evaluation), waiting
+        at most the evaluator's timeout; an evaluation cut short by `stop` is dropped."""
         assert self.g.evaluator is not None
+        if self.eval_hung:
+            return  # its envs never returned: no second evaluation waits on them
         with self.g.timers.span("eval/run"):
-            result = self.g.evaluator.evaluate(self._snapshot(), stop=stop)
+            result = evaluate_within(self.g.evaluator, self._snapshot(), stop)
         if result is not None:
             self._on_eval(result)
 
     def _drain_evals(self) -> None:
-        """Takes the results the evaluator thread finished (async mode)."""
+        """Takes the results the evaluator thread finished (async mode), and gives up on one that hangs."""
+        ev = self.g.evaluator
+        if ev is not None and not self.eval_hung and ev.stuck():
+            self._on_eval(EvalFailure(self.g.limiter.total_steps, "it has not returned within its timeout", hung=True))
         while True:
             try:
                 result = self.eval_results.get_nowait()
@@ -225,11 +240,21 @@ class Driver:
                 return
             self._on_eval(result)
 
-    def _on_eval(self, result: EvalResult) -> None:
-        """One evaluation's metrics line (at the env steps of the parameters it evaluated), best state, target."""
+    def _on_eval(self, result: EvalResult | EvalFailure) -> None:
+        """One evaluation's metrics line (at the env steps of the parameters it evaluated), best state, target; or a
+        failed one's warning and count."""
+        if isinstance(result, EvalFailure):
+            self.eval_failed, self.eval_hung = self.eval_failed + 1, self.eval_hung or result.hung
+            off = "; evaluations are off for the rest of this run" if result.hung else ""
+            self.progress.log(f"warning: the evaluation at {result.env_steps} env steps failed ({result.error}); "
+                              f"training goes on{off}")
+            self.metrics.write(result.env_steps, {"eval/failed": self.eval_failed})
+            return
         snap, mean = result.snapshot, result.mean_return
         self.last_eval = (snap.env_steps, snap.updates)
         self.metrics.write(snap.env_steps, {**result.stats, "eval/updates": snap.updates})
+        if result.video is not None:
+            self.metrics.log_video(result.video, snap.env_steps)
         target = self.cfg.eval.target_return
         if target is not None and mean >= target and not self.solved:
             self.solved = True
@@ -255,41 +280,53 @@ class Driver:
             record.update({"train/episode_return": float(returns.mean()),
                            "train/episode_length": float(lengths.mean()), "train/episodes": int(len(returns))})
             self.returns, self.lengths = [], []
-        record.update({f"train/{k}": float(v) for k, v in jax.device_get(g.learner.metrics).items()})
+        metrics = g.learner.metrics  # a call in flight computes them: they come with a later line, not waited for
+        if all(ready(v) for v in metrics.values()):
+            record.update({f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()})
         record.update(g.timers.snapshot())
+        if self.eval_failed:
+            record["eval/failed"] = self.eval_failed
         record.update(extra or {})
         self.metrics.write(steps, record)
         self.progress.update(steps, sps=sps, ups=ups, ret=self.last_return)
         self.last_log, self.last_log_steps, self.last_log_updates = now, steps, updates
 
-    def save(self) -> None:
-        """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count), and the
-        best evaluated state to `checkpoints_best/` if it improved since the last save."""
-        g = self.g
+    def save(self, final: bool = False) -> None:
+        """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count; `final`:
+        the run's last, see `save_checkpoint`), and the best evaluated state to `checkpoints_best/` if it improved
+        since the last save."""
         if self.ckpt is None:
             return
-        snap = self._snapshot()
-        extra = g.path.state_dict() if self.cfg.checkpoint.save_replay else None
-        with g.timers.span("checkpoint/save"):
-            meta = checkpoint_meta(g, snap.env_steps, snap.updates, self.best_eval)
-            self.ckpt.save(snap.env_steps, checkpoint_tree(g, snap.state), meta.to_dict(), extra)
-            best, self.best_pending = self.best_pending, None
-            if best is not None and self.best_ckpt is not None:
-                at = best.snapshot
-                meta = checkpoint_meta(g, at.env_steps, at.updates, self.best_eval, best.stats)
-                if not self.best_ckpt.save(at.env_steps, checkpoint_tree(g, at.state), meta.to_dict()):
-                    self.progress.log(f"warning: best checkpoint of step {at.env_steps} not written: "
-                                      f"{self.best_ckpt.directory} holds a later step (from before a resume)")
+        snap = state_to_save(self.g, self.progress.log)
+        with self.signals.busy(f"saving the checkpoint of step {snap.env_steps}"), \
+                self.g.timers.span("checkpoint/save"):
+            save_checkpoint(self.g, self.ckpt, snap, self.best_eval, final, self.wandb_run_id)
+            self._save_best()
+
+    def _save_best(self) -> None:
+        best, self.best_pending = self.best_pending, None
+        if best is not None and self.best_ckpt is not None:
+            at = best.snapshot
+            meta = checkpoint_meta(self.g, at.env_steps, at.updates, self.best_eval, best.stats, self.wandb_run_id)
+            if not self.best_ckpt.save(at.env_steps, checkpoint_tree(self.g, at.state), meta.to_dict()):
+                self.progress.log(f"warning: best checkpoint of step {at.env_steps} not written: "
+                                  f"{self.best_ckpt.directory} holds a later step (from before a resume)")
+
 
     def _finish(self) -> None:
-        """Final evaluation (unless the last one is current), final checkpoint, last metrics line."""
+        """Final checkpoint first (no trained work waits on an evaluation), then the final evaluation (unless the
+        last one is current, or a signal stopped the run: one that comes during it cuts it short), the best
+        checkpoint, and the last metrics line."""
         g, steps = self.g, self.g.limiter.total_steps
         self._drain_evals()  # results the evaluator thread finished before it stopped
+        self.save(final=True)
         # The learner may have caught up on updates after the actors' last env step: compare updates too.
-        current = (steps, g.learner.snapshot.updates)
+        current = (steps, g.learner.updates)
         if g.evaluator is not None and not self.solved and not self.signal and self.last_eval != current:
-            self._evaluate_now()
-        self.save()
+            with self.signals.busy("running the final evaluation"):
+                self._evaluate_now(self.signals.event)
+            if self.ckpt is not None:
+                self._save_best()
         extra = {}
         sync = g.learner.sync
         if sync is not None and sync.identical is not None:
@@ -302,20 +339,22 @@ class Driver:
 
 
 def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float, group: Peers | None = None,
-          setup: Setup | None = None) -> RunResult:
+          setup: Setup | None = None, signals: Signals | None = None) -> RunResult:
     """Builds the graph (restoring the latest checkpoint on resume) and runs it to the end. With MPI groups or
     `jax.distributed` processes, pass this process's `group`: only rank 0 writes checkpoints, every rank restores
-    from them. `setup` is the run's `prepare(cfg, group)` when the caller made it already."""
+    from them. `setup` is the run's `prepare(cfg, group)` when the caller made it already. With `signals`, a signal
+    while the graph is built raises `Interrupted` (nothing is trained yet), and one during the run stops it."""
     lead = group is None or group.lead
     ckpt = Checkpointer(exp_dir / "checkpoints", keep=cfg.checkpoint.keep) if lead or resume else None
     graph = None
     try:
-        counters = read_counters(ckpt, cfg.checkpoint.save_replay) if ckpt is not None and resume else Counters()
-        if group is not None:
-            counters = dataclasses.replace(counters, replay_restored=False)  # the replay saved is group 0's
-        graph = build_graph(cfg, counters=counters, group=group, setup=setup)
-        best = restore(graph, ckpt).best_eval if ckpt is not None and resume else None
-        return run_graph(graph, exp_dir, start_time, ckpt if lead else None, best_eval=best)
+        with signals.interruptible("building the run") if signals is not None else contextlib.nullcontext():
+            counters = read_counters(ckpt, cfg.checkpoint.save_replay) if ckpt is not None and resume else Counters()
+            if group is not None:
+                counters = dataclasses.replace(counters, replay_restored=False)  # the replay saved is group 0's
+            graph = build_graph(cfg, counters=counters, group=group, setup=setup)
+            resumed = restore(graph, ckpt) if ckpt is not None and resume else None
+        return run_graph(graph, exp_dir, start_time, ckpt if lead else None, resumed=resumed, signals=signals)
     finally:
         if graph is not None:
             graph.close()
@@ -324,17 +363,16 @@ def train(cfg: Config, exp_dir: Path, *, resume: bool, start_time: float, group:
 
 
 def run_graph(
-    graph: Graph, exp_dir: Path, start_time: float, ckpt: Checkpointer | None = None, best_eval: float | None = None
+    graph: Graph, exp_dir: Path, start_time: float, ckpt: Checkpointer | None = None,
+    resumed: CheckpointMeta | None = None, signals: Signals | None = None,
 ) -> RunResult:
     """Drives a built graph to its end and closes it; checkpoints go to `exp_dir/checkpoints` unless `ckpt` is given
-    (in a group other than 0, nothing is written)."""
+    (in a group other than 0, nothing is written). `signals`: see `Driver`."""
     own = ckpt is None and graph.lead
     if own:
         ckpt = Checkpointer(exp_dir / "checkpoints", keep=graph.cfg.checkpoint.keep)
     try:
-        driver = Driver(graph, exp_dir, start_time, ckpt)
-        driver.best_eval = best_eval
-        return driver.run()
+        return Driver(graph, exp_dir, start_time, ckpt, signals, resumed).run()
     finally:
         graph.close()
         if own and ckpt is not None:
@@ -347,26 +385,8 @@ class NullMetrics:
     def write(self, env_steps: int, metrics: Any) -> None:
         pass
 
-    def close(self) -> None:
+    def log_video(self, path: Path, env_steps: int) -> None:
         pass
 
-
-class _signals:
-    """Routes SIGINT, SIGTERM and SIGUSR1 to a callback while active (main thread only), then restores old handlers.
-
-    SIGUSR1 is what Slurm sends before a job's time limit (`--signal=B:USR1@margin`, forwarded by the sbatch script):
-    the run checkpoints and exits with 128 + 10, which the script answers with `scontrol requeue`.
-    """
-
-    def __init__(self, callback: Any) -> None:
-        self.callback = callback
-        self.old: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-                self.old[sig] = signal.signal(sig, lambda signum, frame: self.callback(signum))
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
+    def close(self) -> None:
+        pass

@@ -19,29 +19,38 @@ class Counters:
 
 
 class ParamStore:
-    """The newest actor parameters and their version (learner updates done when they were published).
+    """The newest actor parameters, one copy on each actor device, and their version (the learner updates done when
+    they were computed).
 
-    The learner publishes after each call; actors read `version` every step (an attribute read, no lock) and take
-    the newest parameters when it moved. An actor whose parameters lag the learner by more than `max_staleness`
-    updates waits in `wait_newer` until fresher ones are published.
+    The learner publishes a version only once its parameters are computed and copied (`jaxrl_dist.roles.learner`),
+    so an actor that takes them never waits for a learner call in flight. Actors read `version` every step (an
+    attribute read, no lock) and take the copy on their own device when it moved; the threads of one actor device
+    share that copy. An actor whose parameters lag the learner by more than `max_staleness` updates waits in
+    `wait_newer` until fresher ones are published.
     """
 
-    def __init__(self, params: Any, version: int) -> None:
-        self._latest = (params, version)
+    def __init__(self, version: int) -> None:
+        self._latest: tuple[dict[Any, Any], int] = ({}, version)
         self._cond = threading.Condition()
 
     @property
     def version(self) -> int:
         return self._latest[1]
 
-    def publish(self, params: Any, version: int) -> None:
+    def publish(self, copies: dict[Any, Any], version: int) -> None:
+        """Makes `copies` (actor device -> parameters, computed) the newest, as `version`; an older version than
+        the store's is dropped (versions only go up)."""
         with self._cond:
+            if version < self._latest[1] and self._latest[0]:
+                return
             # One tuple store keeps params and version consistent for lock-free readers of `latest()`.
-            self._latest = (params, version)
+            self._latest = (copies, version)
             self._cond.notify_all()
 
-    def latest(self) -> tuple[Any, int]:
-        return self._latest
+    def latest(self, device: Any) -> tuple[Any, int]:
+        """The newest parameters on `device` and their version."""
+        copies, version = self._latest
+        return copies[device], version
 
     def wait_newer(self, min_version: int, timeout: float) -> bool:
         """Waits until `version >= min_version`; False on timeout."""

@@ -13,11 +13,14 @@ def describe(cfg: Config) -> str:
     Raises:
         ConfigError: A device that is not present (the same check as at the start of a run).
     """
-    sizes = plan(cfg)
+    devices = Devices.resolve(cfg)
+    sizes = plan(cfg, devices=devices)
     serial = cfg.roles.mode == "serial"
     actors = sizes.actors
-    devices = Devices.resolve(cfg)
-    actor_dev, learner_devs, eval_dev = _name(devices.actor), devices.learner, _name(devices.evaluator)
+    actor_dev = ", ".join(_name(d) for d in devices.actor)
+    if not serial and (cfg.roles.actor.count > 1 or len(devices.actor) > 1):
+        actor_dev += f" ({cfg.roles.actor.count} per device, sharing its parameter copy)"
+    learner_devs, eval_dev = devices.learner, _name(devices.evaluator)
     k, batch, shards = sizes.updates_per_call, cfg.replay.batch_size, len(learner_devs)
     where = "the driver's thread" if serial else "threads"
     mesh = f", mesh data={shards} (jit + shard_map, gradients pmean-reduced)" if shards > 1 else ""
@@ -36,8 +39,8 @@ def describe(cfg: Config) -> str:
         f"the learner devices, {cfg.replay.prefetch} prepared ahead",
         f"  learner    {'inline' if serial else '1 thread'} on {', '.join(_name(d) for d in learner_devs)}{mesh}: "
         f"{batch // shards} transitions per device per update, {k} updates fused per call",
-        f"  params     learner -> ParamStore (version stamped) -> actors (wait if > {cfg.train.max_staleness} "
-        f"updates stale) and evaluator",
+        f"  params     learner -> ParamStore (version stamped, published once computed, one copy per actor device) "
+        f"-> actors (wait if > {cfg.train.max_staleness} updates stale) and evaluator",
         f"  ratio      {cfg.train.replay_ratio:g} updates per env step, held both ways (slack {sizes.ratio_slack} "
         f"env steps); learning starts after {cfg.train.learning_starts} env steps",
     ]
@@ -63,11 +66,14 @@ def describe(cfg: Config) -> str:
             "  learner": f"  learner    {'inline' if serial else '1 thread'} on "
                          f"{', '.join(_name(d) for d in learner_devs)}{mesh}: {n // shards} envs x {seg} steps per "
                          f"device, one update per segment",
-            "  params": f"  params     learner -> ParamStore (version = segments trained) -> actors, between segments "
-                        f"(max_staleness {cfg.train.max_staleness} segments) and evaluator",
+            "  params": f"  params     learner -> ParamStore (version = segments trained, published once computed, one "
+                        f"copy per actor device) -> actors, between segments (max_staleness "
+                        f"{cfg.train.max_staleness} segments) and evaluator",
         }
         lines = [next((v for k, v in on_policy.items() if line.startswith(k)), line) for line in lines
                  if not line.startswith(("  sampler", "  ratio"))]
+    if devices.note:
+        lines.append(f"  placement  {devices.note}")
     if cfg.eval.interval:
         lines.append(f"  evaluator  {'inline' if serial else '1 thread'} on {eval_dev}: {sizes.eval_envs} envs "
                      f"(seeds {sizes.eval_seed}..), every {cfg.eval.interval} env steps")

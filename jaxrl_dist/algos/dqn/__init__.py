@@ -8,7 +8,7 @@ from jaxrl_dist.algos.base import AlgorithmDef, lazy_attributes, lazy_make
 from jaxrl_dist.algos.dqn.config import DQNConfig
 
 DQN = AlgorithmDef(config=DQNConfig, make=lazy_make("jaxrl_dist.algos.dqn.core"), data="replay",
-                   action_kinds=("discrete",))
+                   action_kinds=("discrete", "multi_discrete"))
 
 _CORE = ("DQNState", "make", "td_loss")
 __getattr__ = lazy_attributes("jaxrl_dist.algos.dqn.core", _CORE)

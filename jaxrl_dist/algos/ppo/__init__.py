@@ -8,7 +8,7 @@ from jaxrl_dist.algos.base import AlgorithmDef, lazy_attributes, lazy_make
 from jaxrl_dist.algos.ppo.config import PPOConfig
 
 PPO = AlgorithmDef(config=PPOConfig, make=lazy_make("jaxrl_dist.algos.ppo.core"), data="segments",
-                   action_kinds=("discrete", "continuous"))
+                   action_kinds=("discrete", "continuous", "multi_discrete"))
 
 _CORE = ("PPOState", "PPOStep", "gae", "make")
 __getattr__ = lazy_attributes("jaxrl_dist.algos.ppo.core", _CORE)

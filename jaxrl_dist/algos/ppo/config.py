@@ -28,6 +28,8 @@ class PPOConfig:
     vf_coef: float = fld(0.5, "Value loss coefficient.", ge=0.0)
     ent_coef: float = fld(0.0, "Entropy bonus coefficient.", ge=0.0)
     normalize_advantages: bool = fld(True, "Standardise advantages per minibatch.")
+    shared_trunk: bool = fld(False, "One torso under both the policy and the value head (CleanRL's Atari agent); "
+                                    "false: a torso each (better for small MLP tasks).")
 
     def check(self) -> None:
         """Rules between fields (called by `jaxrl_dist.config.plan`); raises ConfigError."""

@@ -5,6 +5,11 @@ The data is one actor's `Segment` (`jaxrl_dist.algos.base`): rows of observation
 log-probability and value recorded by `act`. Truncated episodes bootstrap from the value of their final observation,
 which the actor already computed for that row. Minibatches split the segment's time axis (all envs at `T / M`
 shuffled time steps), so that a learner sharded along envs builds the same global minibatches on any device count.
+
+Policies: a categorical over Discrete actions, a product of independent categoricals over MultiDiscrete ones (one
+per dimension: log-probabilities and entropies add up), a Gaussian with a state-independent standard deviation over
+Box ones. Networks: separate policy and value torsos (the default, as for MLP tasks), or with `algo.shared_trunk` one
+torso under both linear heads (CleanRL's Atari agent: a Nature-CNN trunk with its 512-unit dense layer).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxrl_dist.algos.base import Algorithm, BuildContext, Segment, entropy_explorer
+from jaxrl_dist.algos.common import per_dimension
 from jaxrl_dist.algos.ppo.config import PPOConfig
 from jaxrl_dist.envs.spec import EnvSpec
 from jaxrl_dist.networks import make_torso
@@ -30,8 +36,10 @@ class PPOStep(NamedTuple):
     """What `act` records per env row (`[B, ...]`), stored in `Segment.policy`.
 
     Attributes:
-        action: `[B]` int32 or `[B, *action_shape]` float32, what the env gets (continuous: clipped to the bounds).
-        sample: `[B]` int32 or `[B, A]` float32, the sampled action before clipping (its log-probability is taken).
+        action: `[B]` int32 (discrete), `[B, D]` int32 (multi-discrete) or `[B, *action_shape]` float32, what the
+            env gets (continuous: clipped to the bounds).
+        sample: like `action`, but `[B, A]` float32 before clipping for continuous actions (the log-probability is
+            that of the sample).
         log_prob: `[B]` float32 log-probability of `sample` under the acting policy.
         value: `[B]` float32 value estimate of the observation.
     """
@@ -65,12 +73,13 @@ class PPOState:
 class ActorCritic(nn.Module):
     """`[B, ...]` observations -> `(policy output [B, A], log_std [A] or None, value [B])`.
 
-    Separate torsos for the policy and the value; a discrete head gives logits, a continuous one the Gaussian mean
-    with a state-independent log standard deviation.
+    A linear policy head and a linear value head, each on its own torso, or both on `policy_torso` when
+    `value_torso` is None (a shared trunk). A discrete head gives logits (multi-discrete: each dimension's logits
+    one after the other), a continuous one the Gaussian mean with a state-independent log standard deviation.
     """
 
     policy_torso: nn.Module
-    value_torso: nn.Module
+    value_torso: nn.Module | None
     out_dim: int
     continuous: bool
 
@@ -79,8 +88,9 @@ class ActorCritic(nn.Module):
         # Small initial policy outputs (as CleanRL's orthogonal 0.01 head, without the QR decomposition that
         # costs a second of compilation): the first policy is close to uniform.
         small = nn.initializers.variance_scaling(1e-4, "fan_in", "truncated_normal")
-        out = nn.Dense(self.out_dim, kernel_init=small)(self.policy_torso(obs))
-        value = nn.Dense(1)(self.value_torso(obs))[:, 0]
+        features = self.policy_torso(obs)
+        out = nn.Dense(self.out_dim, kernel_init=small)(features)
+        value = nn.Dense(1)(features if self.value_torso is None else self.value_torso(obs))[:, 0]
         log_std = self.param("log_std", nn.initializers.zeros, (self.out_dim,)) if self.continuous else None
         return out, log_std, value
 
@@ -128,15 +138,16 @@ def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
     number of actors or groups.
     """
     net_cfg, grad_reduce = context.network, context.grad_reduce
-    continuous = spec.action_kind == "continuous"
-    out_dim = math.prod(spec.action_shape) if continuous else spec.num_actions
+    continuous, multi = spec.action_kind == "continuous", spec.action_kind == "multi_discrete"
+    nvec = spec.nvec if multi else (spec.num_actions,)  # the categoricals' sizes (one for a Discrete space)
+    out_dim = math.prod(spec.action_shape) if continuous else sum(nvec)
     low = jnp.asarray(spec.action_low, jnp.float32).reshape(spec.action_shape) if continuous else None
     high = jnp.asarray(spec.action_high, jnp.float32).reshape(spec.action_shape) if continuous else None
 
     def torso() -> nn.Module:
         return make_torso(net_cfg.torso, net_cfg.hidden, net_cfg.activation, net_cfg.kwargs)
 
-    net = ActorCritic(torso(), torso(), out_dim, continuous)
+    net = ActorCritic(torso(), None if algo.shared_trunk else torso(), out_dim, continuous)
     epochs, num_mb, seg_len = algo.epochs, algo.num_minibatches, algo.segment_length
     lr: Any = algo.lr
     if algo.anneal_lr:
@@ -145,13 +156,20 @@ def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
     optimizer = optax.chain(*clip, optax.adam(lr, eps=algo.adam_eps))
     obs0 = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
+    def logits(out: jax.Array) -> jax.Array:
+        """Categorical policy outputs `[B, sum(nvec)]` -> each dimension's logits `[B, D, max(nvec)]` (D = 1 for a
+        Discrete space; shorter dimensions padded with logits of probability 0)."""
+        return per_dimension(out, nvec)
+
     def log_prob_entropy(out: jax.Array, log_std: jax.Array | None, sample: jax.Array
                          ) -> tuple[jax.Array, jax.Array]:
-        """Log-probability `[B]` of `sample` and entropy `[B]` of the policy with outputs `out` `[B, A]`."""
+        """Log-probability `[B]` of `sample` and entropy `[B]` of the policy with outputs `out` `[B, A]`: for
+        categoricals, the sums over the independent dimensions."""
         if log_std is None:
-            logp_all = jax.nn.log_softmax(out)
-            logp = jnp.take_along_axis(logp_all, sample[:, None].astype(jnp.int32), axis=-1)[:, 0]
-            return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, axis=-1)
+            logp_all = jax.nn.log_softmax(logits(out))
+            chosen = (sample if multi else sample[:, None]).astype(jnp.int32)  # [B, D]
+            logp = jnp.take_along_axis(logp_all, chosen[..., None], axis=-1)[..., 0].sum(axis=-1)
+            return logp, -jnp.sum(jnp.exp(logp_all) * logp_all, axis=(-2, -1))
         z = (sample - out) * jnp.exp(-log_std)
         logp = jnp.sum(-0.5 * z**2 - log_std - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
         entropy = jnp.sum(log_std + 0.5 * jnp.log(2.0 * jnp.pi * jnp.e)) * jnp.ones(out.shape[0])
@@ -235,8 +253,8 @@ def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
         key, sub = jax.random.split(key)
         out, log_std, value = net.apply(params, obs)  # type: ignore[misc]
         if log_std is None:
-            sample = jax.random.categorical(sub, out).astype(jnp.int32)
-            action = sample
+            sample = jax.random.categorical(sub, logits(out)).astype(jnp.int32)  # [B, D]
+            action = sample = sample if multi else sample[:, 0]
         else:
             sample = out + jnp.exp(log_std) * jax.random.normal(sub, out.shape)
             action = jnp.clip(sample.reshape(sample.shape[0], *spec.action_shape), low, high)
@@ -244,10 +262,13 @@ def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
         return PPOStep(action, sample, logp, value), key
 
     def inference(params: Any, obs: jax.Array) -> dict[str, jax.Array]:
-        """The deterministic policy: `action` (argmax, or the clipped mean), the policy output and `value`."""
+        """The deterministic policy: `action` (each dimension's argmax, or the clipped mean), the policy output
+        (`logits`: `[B, sum(nvec)]` for multi-discrete actions, the dimensions' logits one after the other) and
+        `value`."""
         out, log_std, value = net.apply(params, obs)  # type: ignore[misc]
         if log_std is None:
-            return {"action": jnp.argmax(out, axis=-1).astype(jnp.int32), "logits": out, "value": value}
+            action = jnp.argmax(logits(out), axis=-1).astype(jnp.int32)
+            return {"action": action if multi else action[:, 0], "logits": out, "value": value}
         action = jnp.clip(out.reshape(out.shape[0], *spec.action_shape), low, high)
         return {"action": action, "mean": out, "value": value}
 

@@ -22,3 +22,6 @@ class SACConfig:
     target_entropy: Optional[float] = fld(None, "Entropy the temperature is tuned to; null: -action_dim.")
     tau: float = fld(0.005, "Polyak coefficient of the target critics per update.", gt=0.0, le=1.0)
     max_grad_norm: float = fld(0.0, "Global gradient-norm clip; 0 disables it.", ge=0.0)
+    warmup_steps: Optional[int] = fld(
+        None, "Env steps (of this process, as train.learning_starts) of uniformly random actions within the bounds "
+              "before the policy acts; null: until learning starts (SB3 / CleanRL), 0: none.", ge=0)

@@ -1,6 +1,11 @@
 """Soft Actor-Critic (Haarnoja et al. 2018) as pure functions: twin Q critics with Polyak targets, a tanh-squashed
 Gaussian policy, and automatic entropy tuning. Actions are scaled to the env's bounds inside the policy, so actors,
 evaluation and exported graphs all emit env actions.
+
+Until learning starts (`algo.warmup_steps`, by default the run's `learning_starts`) the actors act uniformly at
+random within the bounds, as SB3 and CleanRL do: the first updates then learn from actions that cover the box, not
+from the narrow samples of an untrained policy. The warm-up is the algorithm's exploration schedule (`exploration`:
+the probability of a uniform action, 1 then 0), which the actor evaluates at its env steps and hands to `act`.
 """
 
 from __future__ import annotations
@@ -163,10 +168,20 @@ def make(spec: EnvSpec, algo: SACConfig, context: BuildContext) -> Algorithm:
         new = SACState(actor_params, critic_params, target, log_alpha, a_opt, c_opt, al_opt, key, state.steps + 1)
         return new, {**c_metrics, **a_metrics, "alpha": jnp.exp(log_alpha)}
 
-    def act(params: Any, obs: jax.Array, key: jax.Array, exploration: Any) -> tuple[jax.Array, jax.Array]:
-        key, sub = jax.random.split(key)
+    warmup = context.learning_starts if algo.warmup_steps is None else algo.warmup_steps
+
+    def exploration(env_steps: int) -> float:
+        """The probability of a uniform action at this process's env steps: 1 in the warm-up, 0 after."""
+        return 1.0 if env_steps < warmup else 0.0
+
+    def act(params: Any, obs: jax.Array, key: jax.Array, uniform_prob: Any) -> tuple[jax.Array, jax.Array]:
+        """A policy sample per row, or with probability `uniform_prob` (`exploration(env_steps)`) a uniform action
+        within the bounds."""
+        key, sub, k_uniform = jax.random.split(key, 3)
         mean, log_std = pi(params, obs)
         unit, _ = squashed_sample(mean, log_std, sub)
+        draws = jax.random.uniform(k_uniform, (unit.shape[0], action_dim + 1))  # a coin and a uniform action
+        unit = jnp.where(draws[:, :1] < uniform_prob, 2.0 * draws[:, 1:] - 1.0, unit)
         return to_env(unit), key
 
     def inference(params: Any, obs: jax.Array) -> dict[str, jax.Array]:
@@ -174,4 +189,5 @@ def make(spec: EnvSpec, algo: SACConfig, context: BuildContext) -> Algorithm:
         mean, log_std = pi(params, obs)
         return {"action": to_env(jnp.tanh(mean)), "mean": mean, "log_std": log_std}
 
-    return entropy_explorer(init, update, act, inference, actor_params=lambda state: state.actor)
+    return entropy_explorer(init, update, act, inference, actor_params=lambda state: state.actor,
+                            exploration=exploration)
