@@ -411,6 +411,34 @@ def test_timers_snapshot_loses_no_concurrent_addition() -> None:
     assert counted == adds
 
 
+def test_envs_are_closed_when_the_graph_fails_to_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while the roles are wired (after the training envs exist) closes the envs it made: EnvPool threads
+    and `env.vector: subprocess` workers would otherwise outlive the failed run."""
+    import jaxrl_dist.roles.graph as graph_module
+
+    closed: list[int] = []
+    made: list[Any] = []
+    real_make = graph_module.make_env
+
+    def spy_make(**kwargs: Any) -> Any:
+        env = real_make(**kwargs)
+        real_close = env.close
+        env.close = lambda: (closed.append(id(env)), real_close())  # type: ignore[method-assign]
+        made.append(env)
+        return env
+
+    def failing_path(inputs: Any) -> Any:
+        raise RuntimeError("the data path failed on purpose")
+
+    cfg = load_config(ROOT / "configs" / "dqn_cartpole.yaml", ["roles.actor.count=2"])
+    setup = graph_module.prepare(cfg)
+    monkeypatch.setattr(graph_module, "make_env", spy_make)
+    monkeypatch.setattr(graph_module, "make_path", failing_path)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        graph_module.build_graph(cfg, setup=setup)
+    assert len(made) == 2 and sorted(closed) == sorted(id(e) for e in made)
+
+
 def test_metrics_and_tensorboard_are_closed_after_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jaxrl_dist.config import build
     from jaxrl_dist.io import metrics as metrics_module

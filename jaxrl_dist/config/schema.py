@@ -139,6 +139,9 @@ class RolesConfig:
     cpu_async_dispatch: bool = fld(
         False, "Keep JAX's asynchronous dispatch on for CPU devices, as a GPU always has it (off: the actors' tiny "
         "policy calls run faster on CPU). On, a CPU run shows whether a role would wait on another's computation.")
+    compile_cache: Optional[str] = fld(
+        None, "Folder of JAX's persistent compilation cache: a later run of the same programs loads them instead of "
+        "compiling (seconds of every start on a CPU). null: off. Shared by runs and safe to delete.")
     actor: ActorRoleConfig = section(ActorRoleConfig)
     learner: LearnerRoleConfig = section(LearnerRoleConfig)
     evaluator: EvaluatorRoleConfig = section(EvaluatorRoleConfig)

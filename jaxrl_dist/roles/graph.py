@@ -6,9 +6,11 @@ One builder for every algorithm: what differs between off-policy and on-policy l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
+from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -35,14 +37,21 @@ from jaxrl_dist.roles.sync import Counters, Limiter, ParamStore
 GROUP_SEED_STRIDE = 100_000_007
 
 
-def configure_runtime(cpu_async_dispatch: bool = False) -> None:
+def configure_runtime(cpu_async_dispatch: bool = False, compile_cache: str | None = None) -> None:
     """Process-wide JAX settings for the roles.
 
     On CPU, asynchronous dispatch hands every call to another thread; the actor's tiny policy calls (tens of
     microseconds) run about 40% faster without that hop, so it is off unless `roles.cpu_async_dispatch` asks for it
     (to check on CPU what a GPU, always asynchronous, does: no role waits on another's computation).
+
+    `compile_cache` (`roles.compile_cache`) turns on JAX's persistent compilation cache for every program, however
+    quick to compile: JAX decides once, at the process's first compilation, whether it uses a cache, so this runs
+    before anything is compiled (`prepare`).
     """
     jax.config.update("jax_cpu_enable_async_dispatch", cpu_async_dispatch)
+    if compile_cache:
+        jax.config.update("jax_compilation_cache_dir", str(Path(compile_cache).expanduser()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 class Setup(NamedTuple):
@@ -57,6 +66,7 @@ class Setup(NamedTuple):
 def prepare(cfg: Config, peers: Peers | None = None) -> Setup:
     """Checks what the config names before anything is written: the devices, the env (one instance, closed again)
     and their fit with the config, and computes the run's plan. Raises `ConfigError` / `UserError`."""
+    configure_runtime(cfg.roles.cpu_async_dispatch, cfg.roles.compile_cache)
     devices = Devices.resolve(cfg, peers)
     env = make_env(**env_args(cfg, 1, 1, cfg.train.seed))
     try:
@@ -151,7 +161,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         group: this process's place among MPI groups (`open_group`) or `jax.distributed` processes (`initialize`).
         setup: the run's `prepare(cfg, group)`, computed once by the caller (None: computed here).
     """
-    configure_runtime(cfg.roles.cpu_async_dispatch)
+    configure_runtime(cfg.roles.cpu_async_dispatch, cfg.roles.compile_cache)
     setup = setup or prepare(cfg, group)
     plan_, devices = setup.plan, setup.devices
     counters = counters or Counters()
@@ -159,42 +169,48 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
     seed, rank = cfg.train.seed, None if group is None else group.rank
     # A resumed run reseeds its envs (their state is not in the checkpoint) so it does not replay old episodes.
     env_seed = seed * 10_007 + counters.env_steps + (rank or 0) * GROUP_SEED_STRIDE
-    envs = [make_env(**env_args(cfg, cfg.env.num_envs, plan_.env_batch, env_seed + i * cfg.env.num_envs,
-                                threads=plan_.env_threads, training=True)) for i in range(plan_.actors)]
-    spec = envs[0].spec
-    reduce = placement.grad_reduce if group is None else group.grad_reduce(placement, cfg.roles.groups)
-    algo = make_algorithm(spec, cfg, reduce, plan_)
-    lifetime, timers = Lifetime(), Timers(TraceRecorder() if cfg.log.profile else None)
-    path = make_path(PathInputs(cfg, plan_, spec, algo, placement, counters, lifetime, timers, rank))
-    sync = None
-    if group is not None:
-        groups = cfg.roles.groups
-        sync = GroupSync(group, group.sync_mode(groups), groups.interval, path.target_updates(counters),
-                         lifetime.stop_event, path.limiter, groups.overlap, placement)
-    root = jax.random.PRNGKey(seed)
-    shapes = jax.eval_shape(algo.init, root)
-    serial = cfg.roles.mode == "serial"
-    # Actor i runs on the (i // count)-th actor device; the threads of one device share its parameter copy.
-    actor_devices = [devices.actor[i // cfg.roles.actor.count] for i in range(plan_.actors)]
-    store = ParamStore(counters.updates)  # the initial parameters are published by `Learner.install`
-    publisher = Publisher(store, actor_devices, inline=serial)
-    learner = Learner(algo, placement.put_replicated(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)),
-                      plan_.updates_per_call, publisher, path.limiter, placement, sync, feedback=path.feedback)
-    if keys is None:
-        keys = jax.random.split(jax.random.fold_in(root, 1), plan_.actors)
-    if group is not None:  # every group starts from the same learner state, but explores with its own keys
-        keys = jax.vmap(jax.random.fold_in, (0, None))(keys, group.rank)
-    actors = [Actor(i, env, algo, path.writer(i, env, store), store, path.limiter, keys[i], actor_devices[i],
-                    deterministic=serial) for i, env in enumerate(envs)]
-    precompiling = _precompile(actors, learner, path, placement, cfg.env.num_envs, spec, group)
-    if state is None:
-        state = jax.jit(algo.init)(jax.random.fold_in(root, 0))
-    learner.install(placement.put_replicated(state), counters.updates)
-    evaluator = None
-    if cfg.eval.interval > 0 and (group is None or group.lead):  # group 0 evaluates (all hold the same parameters)
-        evaluator = make_evaluator(cfg, spec, algo, plan_.eval_envs, plan_.eval_seed, devices.evaluator)
-    return Graph(cfg, plan_, spec, algo, path, store, learner, actors, evaluator, lifetime, timers, placement, group,
-                 precompiling)
+    envs: list[Any] = []
+    with contextlib.ExitStack() as on_error:  # envs (their threads, worker processes) closed if wiring fails
+        for i in range(plan_.actors):
+            envs.append(make_env(**env_args(cfg, cfg.env.num_envs, plan_.env_batch, env_seed + i * cfg.env.num_envs,
+                                            threads=plan_.env_threads, training=True)))
+            on_error.callback(envs[-1].close)
+        spec = envs[0].spec
+        reduce = placement.grad_reduce if group is None else group.grad_reduce(placement, cfg.roles.groups)
+        algo = make_algorithm(spec, cfg, reduce, plan_)
+        lifetime, timers = Lifetime(), Timers(TraceRecorder() if cfg.log.profile else None)
+        path = make_path(PathInputs(cfg, plan_, spec, algo, placement, counters, lifetime, timers, rank))
+        sync = None
+        if group is not None:
+            groups = cfg.roles.groups
+            sync = GroupSync(group, group.sync_mode(groups), groups.interval, path.target_updates(counters),
+                             lifetime.stop_event, path.limiter, groups.overlap, placement)
+        root = jax.random.PRNGKey(seed)
+        shapes = jax.eval_shape(algo.init, root)
+        serial = cfg.roles.mode == "serial"
+        # Actor i runs on the (i // count)-th actor device; the threads of one device share its parameter copy.
+        actor_devices = [devices.actor[i // cfg.roles.actor.count] for i in range(plan_.actors)]
+        store = ParamStore(counters.updates)  # the initial parameters are published by `Learner.install`
+        publisher = Publisher(store, actor_devices, inline=serial)
+        learner = Learner(algo, placement.put_replicated(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)),
+                          plan_.updates_per_call, publisher, path.limiter, placement, sync, feedback=path.feedback)
+        if keys is None:
+            keys = jax.random.split(jax.random.fold_in(root, 1), plan_.actors)
+        if group is not None:  # every group starts from the same learner state, but explores with its own keys
+            keys = jax.vmap(jax.random.fold_in, (0, None))(keys, group.rank)
+        actors = [Actor(i, env, algo, path.writer(i, env, store), store, path.limiter, keys[i], actor_devices[i],
+                        deterministic=serial) for i, env in enumerate(envs)]
+        precompiling = _precompile(actors, learner, path, placement, cfg.env.num_envs, spec, group)
+        if state is None:
+            state = jax.jit(algo.init)(jax.random.fold_in(root, 0))
+        learner.install(placement.put_replicated(state), counters.updates)
+        evaluator = None
+        if cfg.eval.interval > 0 and (group is None or group.lead):  # group 0 evaluates (all hold the same parameters)
+            evaluator = make_evaluator(cfg, spec, algo, plan_.eval_envs, plan_.eval_seed, devices.evaluator)
+        graph = Graph(cfg, plan_, spec, algo, path, store, learner, actors, evaluator, lifetime, timers, placement,
+                      group, precompiling)
+        on_error.pop_all()  # the graph owns them now
+    return graph
 
 
 def _precompile(actors: list[Actor], learner: Learner, path: DataPath, placement: LearnerMesh, num_envs: int,

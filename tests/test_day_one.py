@@ -1,5 +1,6 @@
 """Configs and runs as a new user meets them: shipped configs found by name from any directory and inside the wheel,
-`--print-config`, and default experiment names that never make a second run (or a second seed) fail."""
+`--print-config`, default experiment names that never make a second run (or a second seed) fail, and the
+compilation cache (`roles.compile_cache`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ def test_default_names_take_the_seed_and_a_free_suffix(tmp_path: Path) -> None:
     seeded = run(command("train", "--config", "dqn_cartpole", "--seed", "3", *sets))
     assert seeded.returncode == 0 and f"experiment: {tmp_path / 'dqn_cartpole_seed3'}" in seeded.stdout
     assert yaml.safe_load((tmp_path / "dqn_cartpole_seed3" / "config.yaml").read_text())["train"]["seed"] == 3
+
+
+def test_compile_cache_is_filled_and_used(tmp_path: Path) -> None:
+    """`roles.compile_cache`: the first run writes its programs there, the second loads them (and says how many)."""
+    cache = tmp_path / "xla"
+    sets = ["--quiet", "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false", "--set",
+            "roles.mode=serial", "--set", "train.total_env_steps=400", "--set", "train.learning_starts=100",
+            "--set", "eval.interval=0", "--set", f"roles.compile_cache={cache}"]
+    first = run(command("train", "--config", "dqn_cartpole", "--exp-name", "a", *sets))
+    assert first.returncode == 0, first.stderr[-2000:]
+    written = len(list(cache.iterdir()))
+    assert written >= 3, first.stdout  # the policy, the learner call, the init at least
+    second = run(command("train", "--config", "dqn_cartpole", "--exp-name", "b", *sets))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"compile cache: {cache} ({written} programs before this run)" in second.stdout, second.stdout
+    assert len(list(cache.iterdir())) == written  # nothing compiled anew
