@@ -10,7 +10,7 @@ install:
 	$(PYTHON) -m pip install -e ".[dev,onnx,tf,mpi,wandb]"
 
 # mpi4jax compiles against the MPI it finds: point it at the mpich wheel's mpicc. CUDA_PATH names a folder without
-# CUDA on a machine without it (an empty folder), so only the CPU bridge is built (see README, 'Tested with').
+# CUDA on a machine without it (an empty folder), so only the CPU bridge is built (see docs/benchmarks.md, 'Tested with').
 mpi4jax: install
 	$(PYTHON) -c 'import mpi4jax' 2>/dev/null || \
 	  MPI4JAX_BUILD_MPICC="$(MPICC)" CUDA_PATH=$${CUDA_PATH:-$$(test -d /usr/local/cuda && echo /usr/local/cuda || mktemp -d)} \

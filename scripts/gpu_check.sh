@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator check: on a fresh GPU machine, after the README's GPU install
+# The accelerator check: on a fresh GPU machine, after the GPU install of docs/gpu.md
 #   pip install -e ".[cuda12]"
 # prints one JSON object (raw EnvPool Pong steps/s, the actor pipeline with the policy on the GPU and on the CPU,
 # ppo_pong and ddqn_pong training throughput, the sampler's calls/s for Atari batches, the learner's updates/s at

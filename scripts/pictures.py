@@ -1,7 +1,8 @@
 """Draws the pictures of the docs that are not learning curves (`scripts/make_pictures.sh` calls it):
 
-- `python scripts/pictures.py scaling RESULT.json OUT.png`: the scaling plot of one `bench scaling --json` result,
-  learner efficiency on 1..N devices beside the per-group update rate of MPI groups.
+- `python scripts/pictures.py scaling OUT.png RESULT.json=NOTE ... [--keep ALL.json]`: the scaling plot of
+  `bench scaling --json` results (NOTE: how the params groups of each run average): learner efficiency on 1..N
+  devices beside the efficiency of MPI groups per sync mode. `scaling OUT.png ALL.json` redraws from a `--keep` file.
 - `python scripts/pictures.py gif VIDEO OUT.gif`: an evaluation episode (the GIF or MP4 that `evaluate --video`
   wrote) shrunk for a README: every `--every`-th frame, at most `--max-side` pixels, under `--max-bytes`.
 """
@@ -16,71 +17,98 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+from PIL import Image, ImageSequence
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageSequence  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def _by_count(table: dict[str, Any]) -> tuple[list[int], list[Any]]:
+    """The values of a `{count: value}` table of the JSON (string keys), in order of the count."""
     counts = sorted(int(n) for n in table)
-    return counts, [table[str(n)] if str(n) in table else table[n] for n in counts]
+    return counts, [table[str(n)] for n in counts]
 
 
-def draw_scaling(result: dict[str, Any], out: Path) -> None:
-    """Left: weak and strong efficiency of the learner call on 1..N devices; right: updates/s per group of one
-    group, G independent runs and G synchronised groups (one bar each), with the weak efficiency on the bar."""
-    groups = result["groups"]
-    fig, axes = plt.subplots(1, 2 if isinstance(groups, dict) else 1, figsize=(10, 3.6), squeeze=False)
+def draw_scaling(results: list[dict[str, Any]], out: Path) -> None:
+    """Left: weak and strong efficiency of the learner call on 1..N devices (the first result); right: the weak
+    efficiency of G groups per sync mode, each against one group of its own bench run (`ups_G / ups_1`), and of G
+    independent runs, with each bar's updates/s per group written on it.
+
+    Args:
+        results: `{"note": how its params groups average, "result": bench scaling --json}` per bench run, in
+            bar order.
+        out: the PNG to write.
+    """
+    first = results[0]["result"]
+    with_groups = [r for r in results if isinstance(r["result"]["groups"], dict)]
+    fig, axes = plt.subplots(1, 2 if with_groups else 1, figsize=(11.5, 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.4]} if with_groups else None)
     ax = axes[0][0]
-    where = f"{result['platform']}" + (" (fake devices sharing 2 cores)" if result["fake_devices"] else "")
-    for key, label in (("weak_efficiency", f"weak ({result['batch_per_device']} per device)"),
-                       ("strong_efficiency", f"strong ({result['global_batch']} in all)")):
-        counts, eff = _by_count(result[key])
-        ax.plot(counts, eff, marker="o", label=label)
+    where = first["platform"] + (" (8 fake devices sharing 2 cores)" if first["fake_devices"] else "")
+    for key, label in (("weak_efficiency", f"weak ({first['batch_per_device']} per device)"),
+                       ("strong_efficiency", f"strong ({first['global_batch']} in all)")):
+        counts, efficiency = _by_count(first[key])
+        ax.plot(counts, efficiency, marker="o", label=label)
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log", base=2)
     ax.set_xticks(counts, [str(n) for n in counts])
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.15)
     ax.set_xlabel("learner devices")
     ax.set_ylabel("efficiency")
-    ax.set_title(f"learner call, {result['updates_per_call']} updates per call\non {where}", fontsize=9)
+    ax.set_title(f"learner call ({first['updates_per_call']} updates per call)\non {where}", fontsize=9)
     ax.legend(fontsize=8)
-    if isinstance(groups, dict):
+    if with_groups:
         ax = axes[0][1]
-        runs = groups["runs"]
-        base = min(int(n) for mode in runs.values() for n in mode)
-        lone = next(iter(runs.values()))
-        lone = lone.get(str(base), lone.get(base))  # type: ignore[arg-type]
-        bars = [("1 group", lone["ups"], 1.0)]
-        for n, f in zip(*_by_count(groups.get("independent", {}))):
-            bars.append((f"{n} independent\n(no sync)", f["ups"], f["weak_efficiency"]))
-        for mode, table in runs.items():
-            for n, f in zip(*_by_count(table)):
-                if n != base:
-                    bars.append((f"{n} groups\nsync: {mode}", f["ups"], f["weak_efficiency"]))
+        bars: list[tuple[str, float, float]] = []  # label, weak efficiency, updates/s per group
+        for run in with_groups:
+            groups, note = run["result"]["groups"], run["note"]
+            for n, f in zip(*_by_count(groups.get("independent", {}))):
+                if not any(b[0].startswith(f"{n} independent") for b in bars):
+                    bars.append((f"{n} independent\n(no sync)", f["weak_efficiency"], f["ups"]))
+            k = run["result"]["updates_per_call"]
+            for mode, table in groups["runs"].items():
+                how = "every update" if mode == "grads" else note  # the note says how params are averaged
+                for n, f in zip(*_by_count(table)):
+                    if n > 1:
+                        bars.append((f"{n} groups, {mode}\n{how}, K {k}", f["weak_efficiency"], f["ups"]))
         x = np.arange(len(bars))
-        ax.bar(x, [b[1] for b in bars], color=["#999999"] + ["#7fb3d5"] * (len(bars) - 1))
-        for i, (_, ups, eff) in enumerate(bars):
-            ax.text(i, ups, f"{eff:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, [b[0] for b in bars], fontsize=8)
-        ax.set_ylabel("updates/s per group")
-        ax.set_title(f"MPI groups (mpirun, one core each), {groups['steps_per_group']:,} env steps per group\n"
-                     "label: updates/s kept against 1 group", fontsize=9)
+        ax.bar(x, [b[1] for b in bars], color=["#999999" if "independent" in b[0] else "#7fb3d5" for b in bars])
+        for i, (_, eff, ups) in enumerate(bars):
+            ax.text(i, eff, f"{eff:.2f}\n{ups:,.0f}/s", ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0, 1.3)
+        ax.set_xticks(x, [b[0] for b in bars], fontsize=7)
+        ax.set_ylabel("updates/s per group vs 1 group")
+        steps = with_groups[0]["result"]["groups"]["steps_per_group"]
+        ax.set_title(f"MPI groups (mpirun, one core each, {steps:,} env steps per group)\n"
+                     "on each bar: efficiency, updates/s per group", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
+
+
+def read_scaling(items: list[str]) -> list[dict[str, Any]]:
+    """`PATH=NOTE` items (a bench scaling --json result each), or one file that `--keep` wrote."""
+    if len(items) == 1 and "=" not in items[0]:
+        return json.loads(Path(items[0]).read_text())
+    runs = []
+    for item in items:
+        path, _, note = item.partition("=")
+        runs.append({"note": note, "result": json.loads(Path(path).read_text().strip().splitlines()[-1])})
+    return runs
 
 
 def shrink_gif(video: Path, out: Path, every: int, max_side: int, max_bytes: int) -> None:
     """Writes every `every`-th frame of `video`, scaled to at most `max_side` pixels, as a looping GIF at the
     video's speed; halves the frame rate again while the file is larger than `max_bytes`."""
     if video.suffix == ".mp4":
-        import imageio.v3 as iio  # only for an MP4 (where imageio-ffmpeg is installed)
+        import imageio_ffmpeg  # what wrote it (a dependency of jaxrl_dist)
 
-        frames = [Image.fromarray(f) for f in iio.imread(video)]
-        duration = 1000 / 30
+        reader = imageio_ffmpeg.read_frames(str(video))
+        meta = next(reader)
+        size, duration = meta["size"], 1000 / meta["fps"]
+        frames = [Image.frombytes("RGB", size, f) for f in reader]
     else:
         with Image.open(video) as im:
             duration = im.info.get("duration", 33)
@@ -103,9 +131,11 @@ def shrink_gif(video: Path, out: Path, every: int, max_side: int, max_bytes: int
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    s = sub.add_parser("scaling", help="draw a bench scaling --json result")
-    s.add_argument("result", type=Path)
+    s = sub.add_parser("scaling", help="draw bench scaling --json results")
     s.add_argument("out", type=Path)
+    s.add_argument("results", nargs="+",
+                   help="PATH=NOTE per bench run (NOTE: how its params groups average), or a --keep file")
+    s.add_argument("--keep", type=Path, help="also write the results with their notes to this JSON file")
     g = sub.add_parser("gif", help="shrink an evaluation video into a README GIF")
     g.add_argument("video", type=Path)
     g.add_argument("out", type=Path)
@@ -114,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--max-bytes", type=int, default=1_000_000, help="keep fewer frames until the GIF fits")
     args = p.parse_args(argv)
     if args.what == "scaling":
-        draw_scaling(json.loads(args.result.read_text()), args.out)
+        runs = read_scaling(args.results)
+        if args.keep:
+            args.keep.write_text(json.dumps(runs, indent=1) + "\n")
+        draw_scaling(runs, args.out)
     else:
         shrink_gif(args.video, args.out, args.every, args.max_side, args.max_bytes)
     return 0

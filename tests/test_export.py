@@ -165,7 +165,7 @@ def test_metadata_names_inputs_outputs_and_spaces(trained: Path) -> None:
 
 
 def test_onnx_example_without_jax_reaches_trained_return(trained: Path, tmp_path: Path) -> None:
-    """The README example (onnxruntime + numpy + gymnasium, JAX import blocked) acts exactly as the JAX policy."""
+    """The docs/export.md example (onnxruntime + numpy + gymnasium, JAX import blocked) acts exactly as the JAX policy."""
     episodes = 5
     proc = run([sys.executable, str(ROOT / "examples" / "onnx_policy.py"), str(export_dir(trained) / "policy.onnx"),
                 "--episodes", str(episodes)], env=without("jax", tmp_path))

@@ -23,8 +23,8 @@ from jaxrl_dist.io.metrics import read_metrics
 
 HAVE_MPI = importlib.util.find_spec("mpi4jax") is not None and shutil.which("mpirun") is not None
 if not HAVE_MPI and os.environ.get("JAXRL_REQUIRE_MPI") == "1":  # CI installs MPI: a missing install must fail
-    raise RuntimeError("JAXRL_REQUIRE_MPI=1 but mpi4jax or mpirun is missing (see README, 'Tested with')")
-needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="MPI groups need the mpi extra and mpi4jax (README)")
+    raise RuntimeError("JAXRL_REQUIRE_MPI=1 but mpi4jax or mpirun is missing (see docs/benchmarks.md, 'Tested with')")
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="MPI groups need the mpi extra and mpi4jax (docs/benchmarks.md, 'Tested with')")
 
 # A short run: 2 groups of 3,000 env steps each, updates from 1,000, no evaluation.
 SHORT = ("train.total_env_steps=6000", "train.learning_starts=1000", "eval.interval=0", "roles.groups.count=2")

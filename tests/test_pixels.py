@@ -148,7 +148,7 @@ def test_config_learns_catch_within_its_budget(tmp_path: Path, config: str) -> N
     """The shipped config as it is: a 10-episode greedy eval mean of 10, the optimal return, within its
     train.total_env_steps (40k env steps for Double DQN, 60k for PPO; eval.target_return ends the run there). Seeds
     0-4 got there at 7.5-15k (Double DQN) and 17.5-30k (PPO) env steps, in 74-134 s a run on 2 CPU cores shared
-    with other jobs; with the machine at load 12, Double DQN took up to 20k env steps and 322 s (README, *Configs
+    with other jobs; with the machine at load 12, Double DQN took up to 20k env steps and 322 s (docs/benchmarks.md, *Configs
     shipped*)."""
     evals = eval_returns(tmp_path, config)
     assert evals and max(ret for _, ret in evals) >= 10, evals

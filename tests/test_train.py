@@ -58,7 +58,7 @@ def test_resume_continues_counters_and_solves(tmp_path: Path) -> None:
 
     With the replay in the checkpoint, as an uninterrupted run would go on (8 of 8 such resumed runs solved here,
     the slowest at 140k env steps). Without it, 1 in 16 resumed runs never solved, even with 400k env steps
-    (README, *Resume*), too often for a test that must pass."""
+    (docs/usage.md, *Resume*), too often for a test that must pass."""
     cmd = train_cmd(tmp_path, "r", "eval.target_return=null", "train.total_env_steps=200000", "log.interval_s=0.2",
                     "checkpoint.save_replay=true")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)

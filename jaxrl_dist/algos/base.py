@@ -106,7 +106,7 @@ class AlgorithmDef:
     """An algorithm as the system knows it: its config section, its builder and what its learner consumes.
 
     Built-in algorithms are registered under a short name (`dqn`); a user's is named in the config as
-    `algo.name: package.module:NAME`, where `NAME` is an `AlgorithmDef` (see the README, "Extending jaxrl_dist").
+    `algo.name: package.module:NAME`, where `NAME` is an `AlgorithmDef` (see docs/extending.md).
 
     Attributes:
         config: The frozen dataclass of the `algo` config section. It needs a `name: str` field (the config's

@@ -1,5 +1,5 @@
-"""Small pure building blocks shared by the built-in algorithms and offered to users' own (see the README,
-"Extending jaxrl_dist")."""
+"""Small pure building blocks shared by the built-in algorithms and offered to users' own (see
+docs/extending.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`bench gpu`: the accelerator check, one JSON object from one command (`scripts/gpu_check.sh` runs it).
 
-On the machine it runs on (meant for one GPU and its host's cores, after the README's GPU install), in about 8
+On the machine it runs on (meant for one GPU and its host's cores, after the GPU install of docs/gpu.md), in about 8
 minutes: raw EnvPool Pong steps/s with every core; the actor pipeline with the policy on the accelerator and on the
 CPU, as a share of raw EnvPool; full asynchronous training of `ppo_pong` and `ddqn_pong` (env steps/s and updates/s
 once learning runs); the sampler's learner calls per second for Atari batches (B = 256, frames stored once,

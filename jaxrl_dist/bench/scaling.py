@@ -168,7 +168,7 @@ def _groups(args: argparse.Namespace) -> dict[str, Any] | str:
     import shutil
 
     if importlib.util.find_spec("mpi4jax") is None or shutil.which("mpirun") is None:
-        return "not measured: mpi4jax or mpirun is missing (install the mpi extra, README 'Tested with')"
+        return "not measured: mpi4jax or mpirun is missing (install the mpi extra, docs/benchmarks.md 'Tested with')"
     modes = [m.strip() for m in args.sync.split(",") if m.strip()]
     if not modes or set(modes) - {"grads", "params"}:
         raise UserError(f"--sync {args.sync!r} is not allowed; use grads, params or grads,params")

@@ -21,12 +21,15 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 INTRO = """# Config reference
 
+Every config key, its default and what it does. Back to the [README](../README.md) · [all pages](../README.md#documentation).
+
 Generated from the schema (`jaxrl_dist/config/schema.py` and each algorithm's `config.py`) by
 `python -m jaxrl_dist.config.reference`; do not edit by hand. A test fails when this page is stale.
 
 A config is a YAML mapping (or a Python file defining a `config` dict) of the sections below. Keys left out take
-their defaults; `$global` sets a key in every section that declares it; `--set KEY=VALUE` overrides one key. See the
-README's *Config format* for the loading rules and *Derived sizes (the plan)* for the rules between keys.
+their defaults; `$global` sets a key in every section that declares it; `--set KEY=VALUE` overrides one key. See
+[Config format](usage.md#config-format) for the loading rules and [Derived sizes](usage.md#derived-sizes-the-plan) for
+the rules between keys.
 """
 
 

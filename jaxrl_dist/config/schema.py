@@ -50,7 +50,7 @@ class NetworkConfig:
 
     torso: str = fld(
         "mlp", "Torso: `mlp`, `nature_cnn` (the Nature-DQN CNN, for [C, 84, 84] uint8 frames) or "
-        "`package.module:Class` (your own flax Module, see the README's *Extending jaxrl_dist*)."
+        "`package.module:Class` (your own flax Module, see docs/extending.md)."
     )
     hidden: tuple[int, ...] = fld((256, 256), "Hidden layer sizes of the MLP (or of the MLP after the CNN).", ge=1)
     activation: Literal["relu", "tanh", "gelu", "silu"] = fld("relu", "Activation between layers.")
@@ -184,12 +184,12 @@ class LogConfig:
     interval_s: float = fld(2.0, "Seconds between metric lines.", gt=0.0)
     tensorboard: bool = fld(True, "Write TensorBoard events under tb/.")
     quiet: bool = fld(False, "Plain progress lines instead of a live bar (also when stdout is not a TTY).")
-    profile: bool = fld(False, "Record every role's spans and write trace_<start>.json (Chrome trace events, Perfetto).")
+    profile: bool = fld(False, "Record every role's spans and write `trace_<start>.json` (Chrome trace events, Perfetto).")
     jax_profile_s: float = fld(0.0, "Seconds of jax.profiler trace (XLA ops) once learning starts, under jax_profile/; 0: off.", ge=0.0)
     wandb: Optional[dict] = fld(
         None, "Weights & Biases tracking: a mapping of project, entity, group, tags, mode (online, offline, disabled); "
         "null: off. Needs the `wandb` extra. Metrics, the config and evaluation videos go to one W&B run per "
-        "experiment, continued by --resume and Slurm requeues; W&B's files go to <experiment>/wandb/.")
+        "experiment, continued by --resume and Slurm requeues; W&B's files go to `<experiment>/wandb/`.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,7 +48,7 @@ from jaxrl_dist.distributed.peers import POLL_S, Peers
 from jaxrl_dist.errors import ConfigError
 
 INSTALL_HINT = (
-    "pip install -e '.[mpi]', then build mpi4jax against it (README, 'Tested with': "
+    "pip install -e '.[mpi]', then build mpi4jax against it (docs/benchmarks.md, 'Tested with': "
     "MPI4JAX_BUILD_MPICC=... pip install mpi4jax==0.9.1.post2)"
 )
 

@@ -136,7 +136,7 @@ class SlowEnv(ConstantRewardEnv):
         horizon: `max_episode_steps`.
     """
 
-    ITERATIONS_PER_MS = 28_000  # of the loop in `_work`, measured on the machine the figures in README come from
+    ITERATIONS_PER_MS = 28_000  # of the loop in `_work`, measured on the machine the figures in docs/benchmarks.md come from
 
     def __init__(self, step_ms: float = 1.0, sleep: bool = False, obs_dim: int = 4, horizon: int = 200) -> None:
         super().__init__(obs_dim, horizon)

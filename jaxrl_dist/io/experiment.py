@@ -9,7 +9,10 @@ Layout of one experiment directory (`experiments/<name>/` by default)::
     checkpoints_best/  # the checkpoint of the best evaluation so far (one step directory)
     videos/          # evaluation episodes (eval.video)
     export/<step>/   # exported policies (`jaxrl_dist.export`)
-    trace.json       # the profile of a run started with --profile (Chrome trace events)
+    trace_<start>.json  # the profile of a run started with --profile (Chrome trace events, Perfetto)
+    jax_profile/     # jax.profiler traces (--jax-profile)
+    wandb/           # W&B's files (log.wandb)
+    .lock            # held (flock) by the run writing the directory (`ExperimentLock`)
 
 The rules here exist so that a typo on the command line never destroys a finished run: an existing run is
 only continued with `--resume` or replaced with `--overwrite`, and a replaced run is deleted only after its

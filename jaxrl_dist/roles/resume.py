@@ -17,8 +17,9 @@ from jaxrl_dist.errors import UserError
 from jaxrl_dist.io.checkpoint import Checkpointer, CheckpointMeta
 from jaxrl_dist.io.policy import checkpoint_target
 from jaxrl_dist.records import Snapshot
-from jaxrl_dist.roles.evaluator import one_line
+from jaxrl_dist.roles.evaluator import EvalResult, one_line
 from jaxrl_dist.roles.graph import Graph
+from jaxrl_dist.roles.signals import Signals
 from jaxrl_dist.roles.sync import Counters
 
 
@@ -130,3 +131,44 @@ def read_counters(ckpt: Checkpointer, save_replay: bool) -> Counters:
     meta = CheckpointMeta.parse(ckpt.read_meta(), ckpt.directory / str(latest))
     return Counters(meta.group_env_steps, meta.updates, replay_restored=save_replay,
                     peer_steps=meta.env_steps - meta.group_env_steps)
+
+
+class RunSaver:
+    """The checkpoints one run writes: its newest state to `checkpoints/`, and the best evaluated state to
+    `checkpoints_best/`, written with the next save (an evaluation never waits on a write).
+
+    Args:
+        graph: the run's graph.
+        ckpt: the run's `checkpoints/`.
+        best_dir: where the best evaluated state goes.
+        wandb_run_id: the run's W&B run, kept in every checkpoint's meta (None: no tracking).
+        say: prints a line above the progress display.
+    """
+
+    def __init__(self, graph: Graph, ckpt: Checkpointer, best_dir: Path, wandb_run_id: str | None,
+                 say: Callable[[str], None]) -> None:
+        self.g, self.ckpt, self.wandb_run_id, self.say = graph, ckpt, wandb_run_id, say
+        self.best_ckpt = Checkpointer(best_dir, keep=1)
+        self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
+
+    def save(self, best_eval: float | None, signals: Signals, final: bool = False) -> None:
+        """Writes the newest consistent learner state (labelled with the env-step count; `final`: the run's last,
+        see `save_checkpoint`), then the best evaluated state if it improved since the last save; a second signal
+        meanwhile is told what the run waits for."""
+        snap = state_to_save(self.g, self.say)
+        with signals.busy(f"saving the checkpoint of step {snap.env_steps}"), self.g.timers.span("checkpoint/save"):
+            save_checkpoint(self.g, self.ckpt, snap, best_eval, final, self.wandb_run_id)
+            self.save_best(best_eval)
+
+    def save_best(self, best_eval: float | None) -> None:
+        """Writes the pending best evaluated state, if there is one."""
+        best, self.best_pending = self.best_pending, None
+        if best is not None:
+            at = best.snapshot
+            meta = checkpoint_meta(self.g, at.env_steps, at.updates, best_eval, best.stats, self.wandb_run_id)
+            if not self.best_ckpt.save(at.env_steps, checkpoint_tree(self.g, at.state), meta.to_dict()):
+                self.say(f"warning: best checkpoint of step {at.env_steps} not written: "
+                         f"{self.best_ckpt.directory} holds a later step (from before a resume)")
+
+    def close(self) -> None:
+        self.best_ckpt.close()

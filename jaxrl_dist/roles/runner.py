@@ -11,9 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-
 from jaxrl_dist.config import Config, to_dict
 from jaxrl_dist.distributed.peers import Peers
 from jaxrl_dist.io import Checkpointer, MetricsWriter, Progress
@@ -25,11 +22,10 @@ from jaxrl_dist.io.video import TensorBoardVideos, recorder
 from jaxrl_dist.records import Snapshot
 from jaxrl_dist.roles.evaluator import EvalFailure, EvalResult, evaluate_within, next_multiple
 from jaxrl_dist.roles.graph import Graph, Setup, attach_video, build_graph
-from jaxrl_dist.roles.resume import (
-    checkpoint_meta, checkpoint_tree, read_counters, ready, restore, save_checkpoint, state_to_save,
-)
+from jaxrl_dist.roles.resume import RunSaver, read_counters, restore
 from jaxrl_dist.roles.signals import Signals, signal_name
 from jaxrl_dist.roles.sync import Counters
+from jaxrl_dist.roles.train_line import TrainLine
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -68,7 +64,6 @@ class Driver:
         cfg = graph.cfg
         self.g, self.cfg, self.exp_dir, self.start_time = graph, cfg, exp_dir, start_time
         self.own_signals, self.signals = signals is None, signals or Signals()
-        self.ckpt = checkpointer  # None in groups other than 0: only group 0 writes the experiment
         self.metrics: MetricsWriter | NullMetrics = NullMetrics()
         self.wandb_run_id = resumed.wandb_run_id if resumed is not None else None
         if graph.lead:
@@ -79,21 +74,18 @@ class Driver:
         steps = graph.limiter.total_steps
         self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
         self.next_ckpt = next_multiple(steps + 1, cfg.checkpoint.interval)
-        self.last_log = time.monotonic()
-        self.last_log_steps, self.last_log_updates = steps, graph.limiter.updates
+        self.line = TrainLine(graph, steps)
         self.best_eval: float | None = resumed.best_eval if resumed is not None else None
         self.solved = False
         self.signal = 0
-        self.returns: list[np.ndarray] = []
-        self.lengths: list[np.ndarray] = []
-        self.last_return: float | None = None
         self.last_eval = (-1, -1)  # (env steps, updates) of the last evaluated state
         self.eval_failed, self.eval_hung = 0, False  # failed evaluations; whether one never returned
         self.jax_window = JaxProfileWindow(exp_dir / "jax_profile", cfg.log.jax_profile_s if graph.lead else 0.0,
                                            lambda line: self.progress.log(line))
         self.eval_results: queue.Queue[EvalResult | EvalFailure] = queue.Queue(maxsize=4)
-        self.best_pending: EvalResult | None = None  # a new best not yet written to checkpoints_best/
-        self.best_ckpt = Checkpointer(exp_dir / BEST_CHECKPOINT_DIR, keep=1) if graph.lead else None
+        # None in groups other than 0: only group 0 writes the experiment
+        self.saver = RunSaver(graph, checkpointer, exp_dir / BEST_CHECKPOINT_DIR, self.wandb_run_id,
+                              lambda line: self.progress.log(line)) if checkpointer is not None else None
         self.tb_videos: TensorBoardVideos | None = None
         if graph.evaluator is not None and cfg.eval.video:
             self.tb_videos = TensorBoardVideos(exp_dir / "tb") if cfg.log.tensorboard else None
@@ -125,8 +117,8 @@ class Driver:
             self.metrics.close()  # also after a crash: metrics.jsonl and the TensorBoard files are complete
             if self.own_signals:
                 signals.restore()
-            if self.best_ckpt is not None:
-                self.best_ckpt.close()
+            if self.saver is not None:
+                self.saver.close()
             if self.tb_videos is not None:
                 self.tb_videos.close()
             self.jax_window.tick(g.limiter.updates, stop=True)
@@ -191,12 +183,7 @@ class Driver:
         """Evaluation, checkpoint and metrics when they are due; progress every call."""
         g, cfg = self.g, self.cfg
         steps = g.limiter.total_steps
-        for actor in g.actors:
-            returns, lengths = actor.drain_episodes()
-            if len(returns):
-                self.returns.append(returns)
-                self.lengths.append(lengths)
-                self.last_return = float(returns[-1])
+        self.line.collect()
         if g.evaluator is not None and cfg.roles.mode == "serial" and steps >= self.next_eval:
             self.next_eval = next_multiple(steps + 1, cfg.eval.interval)
             self._evaluate_now(stop=g.lifetime.stop_event)  # Ctrl-C does not wait for the episodes to end
@@ -208,9 +195,9 @@ class Driver:
                 self.save()
         self.jax_window.tick(g.limiter.updates)
         now = time.monotonic()
-        if now - self.last_log >= cfg.log.interval_s:
+        if now - self.line.since >= cfg.log.interval_s:
             self._log(steps, now)
-        self.progress.update(steps, ret=self.last_return)
+        self.progress.update(steps, ret=self.line.last_return)
 
     def _snapshot(self) -> Snapshot:
         """A copy of the newest learner state with its updates, at the run's env steps now (taken between learner
@@ -262,56 +249,21 @@ class Driver:
             self.g.lifetime.stop_event.set()
         if self.best_eval is None or mean > self.best_eval:
             self.best_eval = mean
-            self.best_pending = result
+            if self.saver is not None:
+                self.saver.best_pending = result
 
     def _log(self, steps: int, now: float, extra: dict[str, float] | None = None) -> None:
-        g = self.g
-        dt = max(now - self.last_log, 1e-9)
-        updates = g.limiter.updates
-        sps = (steps - self.last_log_steps) / dt
-        ups = (updates - self.last_log_updates) / dt
-        record: dict[str, Any] = {
-            "updates": updates, "sps": sps, "ups": ups, "train/epsilon": g.algo.exploration(steps),
-            "replay/size": g.path.size(), "replay/prefetch_depth": g.path.queue.depth(),
-            "params/version": g.store.version,
-        }
-        if self.returns:
-            returns, lengths = np.concatenate(self.returns), np.concatenate(self.lengths)
-            record.update({"train/episode_return": float(returns.mean()),
-                           "train/episode_length": float(lengths.mean()), "train/episodes": int(len(returns))})
-            self.returns, self.lengths = [], []
-        metrics = g.learner.metrics  # a call in flight computes them: they come with a later line, not waited for
-        if all(ready(v) for v in metrics.values()):
-            record.update({f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()})
-        record.update(g.timers.snapshot())
+        record = self.line.take(steps, now)
         if self.eval_failed:
             record["eval/failed"] = self.eval_failed
         record.update(extra or {})
         self.metrics.write(steps, record)
-        self.progress.update(steps, sps=sps, ups=ups, ret=self.last_return)
-        self.last_log, self.last_log_steps, self.last_log_updates = now, steps, updates
+        self.progress.update(steps, sps=record["sps"], ups=record["ups"], ret=self.line.last_return)
 
     def save(self, final: bool = False) -> None:
-        """Writes a checkpoint of the newest consistent learner state (labelled with the env-step count; `final`:
-        the run's last, see `save_checkpoint`), and the best evaluated state to `checkpoints_best/` if it improved
-        since the last save."""
-        if self.ckpt is None:
-            return
-        snap = state_to_save(self.g, self.progress.log)
-        with self.signals.busy(f"saving the checkpoint of step {snap.env_steps}"), \
-                self.g.timers.span("checkpoint/save"):
-            save_checkpoint(self.g, self.ckpt, snap, self.best_eval, final, self.wandb_run_id)
-            self._save_best()
-
-    def _save_best(self) -> None:
-        best, self.best_pending = self.best_pending, None
-        if best is not None and self.best_ckpt is not None:
-            at = best.snapshot
-            meta = checkpoint_meta(self.g, at.env_steps, at.updates, self.best_eval, best.stats, self.wandb_run_id)
-            if not self.best_ckpt.save(at.env_steps, checkpoint_tree(self.g, at.state), meta.to_dict()):
-                self.progress.log(f"warning: best checkpoint of step {at.env_steps} not written: "
-                                  f"{self.best_ckpt.directory} holds a later step (from before a resume)")
-
+        """A checkpoint of the newest learner state, and of the best evaluated one if it improved (`RunSaver.save`)."""
+        if self.saver is not None:
+            self.saver.save(self.best_eval, self.signals, final)
 
     def _finish(self) -> None:
         """Final checkpoint first (no trained work waits on an evaluation), then the final evaluation (unless the
@@ -325,8 +277,8 @@ class Driver:
         if g.evaluator is not None and not self.solved and not self.signal and self.last_eval != current:
             with self.signals.busy("running the final evaluation"):
                 self._evaluate_now(self.signals.event)
-            if self.ckpt is not None:
-                self._save_best()
+            if self.saver is not None:
+                self.saver.save_best(self.best_eval)
         extra = {}
         sync = g.learner.sync
         if sync is not None and sync.identical is not None:
