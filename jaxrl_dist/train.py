@@ -47,25 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _import_in_background(module: str) -> None:
-    """Imports `module` on a daemon thread while the main thread imports JAX and reads the config: EnvPool's import
-    (about a second here, matplotlib included) partly overlaps JAX's. A failure is left to the real import."""
-    import importlib
-    import threading
-
-    def load() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception:  # noqa: BLE001 - the run's own import reports it, where it is needed
-            pass
-
-    threading.Thread(target=load, name=f"import-{module}", daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not (args.print_config or args.print_topology):
-        _import_in_background("envpool")
     # Heavy imports after argument parsing, so `--help` and config errors answer at once.
     from jaxrl_dist.config import load_config, to_dict
     from jaxrl_dist.errors import RoleError, UserError

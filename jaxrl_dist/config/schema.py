@@ -137,8 +137,9 @@ class RolesConfig:
 
     mode: Literal["async", "serial"] = fld("async", "async: role threads; serial: one deterministic thread.")
     cpu_async_dispatch: bool = fld(
-        False, "Keep JAX's asynchronous dispatch on for CPU devices, as a GPU always has it (off: the actors' tiny "
-        "policy calls run faster on CPU). On, a CPU run shows whether a role would wait on another's computation.")
+        True, "JAX's asynchronous dispatch on CPU devices, as a GPU always has it: a learner call returns before it "
+        "computes, so the learner's Python work overlaps its computation (about 1.4x the updates/s of SAC on 2 "
+        "cores). false: every call computes in its caller's thread.")
     compile_cache: Optional[str] = fld(
         None, "Folder of JAX's persistent compilation cache: a later run of the same programs loads them instead of "
         "compiling (seconds of every start on a CPU). null: off. Shared by runs and safe to delete.")

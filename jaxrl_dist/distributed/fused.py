@@ -74,9 +74,9 @@ def fuse(update: Callable[[Any, Any], tuple[Any, Any]], priorities: bool = False
 
 
 def learner_call(update: Callable[[Any, Any], tuple[Any, Any]], placement: LearnerMesh | None,
-                 prioritized: bool = False) -> Callable[[Any, Any], CallOutput]:
+                 prioritized: bool = False, donate: bool | None = None) -> Callable[[Any, Any], CallOutput]:
     """The learner's jitted call: K fused updates, sharded over `placement` when it has several devices (None: one
-    device, wherever the state is), with the state (argument 0) donated.
+    device, wherever the state is), with the state (argument 0) donated on accelerators.
 
     `update` must come from an algorithm built with `placement.grad_reduce`. On a mesh, its metrics are averaged
     over the devices too.
@@ -85,11 +85,18 @@ def learner_call(update: Callable[[Any, Any], tuple[Any, Any]], placement: Learn
     already sum the gradients of replicated parameters over the devices inside `jax.grad`, and the injected mean
     would then see (and the optimizer get) the sum, not the mean.
 
-    Donation: the state passed in is invalid after the call (its buffers hold the new state). Whoever needs an old
-    state after the next call takes a copy first (the learner's snapshots and parameter hand-off do).
+    Donation (`donate`; None: where the learner devices are not CPUs): the state passed in is invalid after the
+    call (its buffers hold the new state), so a GPU holds one copy of it, not an input and an output copy. Whoever
+    needs an old state after the next call takes a copy first (the learner's snapshots and parameter hand-off do).
+    On CPUs host memory is plentiful and those copies are not: without donation the old state stays valid, and the
+    hand-off passes the parameters as they are. The returned call's `donates` says which it does.
     """
+    if donate is None:
+        platform = placement.devices[0].platform if placement is not None else jax.default_backend()
+        donate = platform != "cpu"
+    donated = (0,) if donate else ()
     if placement is None or placement.size == 1:
-        return _own_buffers(jax.jit(fuse(update, prioritized), donate_argnums=0))
+        return _marked(_own_buffers(jax.jit(fuse(update, prioritized), donate_argnums=donated)), donate)
     many = fuse(update, prioritized, placement.size)
 
     def per_shard(state: Any, batches: Any) -> CallOutput:
@@ -98,9 +105,9 @@ def learner_call(update: Callable[[Any, Any], tuple[Any, Any]], placement: Learn
 
     out_specs = CallOutput(P(), P(), P() if prioritized else None)  # type: ignore[arg-type]  # specs, not values
     sharded = jax.jit(jax.shard_map(per_shard, mesh=placement.mesh, in_specs=(P(), P(None, DATA_AXIS)),
-                                    out_specs=out_specs, check_vma=False), donate_argnums=0)
+                                    out_specs=out_specs, check_vma=False), donate_argnums=donated)
     if placement.devices[0].platform != "cpu":
-        return _own_buffers(sharded)
+        return _marked(_own_buffers(sharded), donate)
 
     def one_at_a_time(state: Any, batches: Any) -> CallOutput:
         # XLA:CPU runs each (fake) device's part on a shared thread pool; with several calls in flight their
@@ -108,7 +115,12 @@ def learner_call(update: Callable[[Any, Any], tuple[Any, Any]], placement: Learn
         # timeout). One call in flight at a time avoids it; on CPU the overlap it costs is small.
         return jax.block_until_ready(sharded(state, batches))
 
-    return _own_buffers(one_at_a_time)
+    return _marked(_own_buffers(one_at_a_time), donate)
+
+
+def _marked(call: Callable[[Any, Any], CallOutput], donates: bool) -> Callable[[Any, Any], CallOutput]:
+    call.donates = donates  # type: ignore[attr-defined]
+    return call
 
 
 def _own_buffers(call: Callable[[Any, Any], CallOutput]) -> Callable[[Any, Any], CallOutput]:

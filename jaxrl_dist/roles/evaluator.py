@@ -202,9 +202,11 @@ class Evaluator:
 
     def run_thread(
         self, lifetime: Lifetime, timers: Timers, take: Callable[[], Snapshot], first_due: int, interval: int,
-        results: queue.Queue[EvalResult | EvalFailure], num_envs: int,
+        results: queue.Queue[EvalResult | EvalFailure], num_envs: int, steps: Callable[[], int],
     ) -> None:
-        """The evaluator thread: evaluates `take()` whenever its env steps reach the next multiple of `interval`.
+        """The evaluator thread: evaluates `take()` (a copy of the newest learner state) whenever the run's env steps
+        (`steps()`, polled cheaply: the copy is taken only when an evaluation is due) reach the next multiple of
+        `interval`.
 
         The evaluator never holds back actors or learner: after an evaluation that outlasted `interval` env steps the
         next one starts at once, and the multiples it passed collapse into that one. Results go to `results` for the
@@ -215,9 +217,9 @@ class Evaluator:
         self._check_renderer()  # while the actors fill the replay, not when the first evaluation is due
         due = first_due
         while not stop.wait(POLL_S):
-            snapshot = take()
-            if snapshot.env_steps < due:
+            if steps() < due:
                 continue
+            snapshot = take()
             with timers.span("eval/run"):
                 self.busy_since = time.monotonic()
                 try:

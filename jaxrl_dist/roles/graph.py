@@ -37,12 +37,15 @@ from jaxrl_dist.roles.sync import Counters, Limiter, ParamStore
 GROUP_SEED_STRIDE = 100_000_007
 
 
-def configure_runtime(cpu_async_dispatch: bool = False, compile_cache: str | None = None) -> None:
-    """Process-wide JAX settings for the roles.
+def configure_runtime(cpu_async_dispatch: bool = True, compile_cache: str | None = None) -> None:
+    """Process-wide JAX settings for the roles, which take effect only before JAX creates its CPU client (the first
+    use of a device): `prepare` calls this first.
 
-    On CPU, asynchronous dispatch hands every call to another thread; the actor's tiny policy calls (tens of
-    microseconds) run about 40% faster without that hop, so it is off unless `roles.cpu_async_dispatch` asks for it
-    (to check on CPU what a GPU, always asynchronous, does: no role waits on another's computation).
+    `cpu_async_dispatch` (`roles.cpu_async_dispatch`): on CPU, asynchronous dispatch returns from a call before its
+    computation ends, as a GPU always does, so the learner's Python work (its next dispatch, the hand-off, the
+    batch of the next call) overlaps its computation: on 2 cores SAC on Pendulum makes about 1,100 updates/s with
+    it and about 800 without. Off, every call computes in the caller's thread (a policy call skips the hop to
+    XLA's thread, and a CPU run then shows where a role would wait on another's computation).
 
     `compile_cache` (`roles.compile_cache`) turns on JAX's persistent compilation cache for every program, however
     quick to compile: JAX decides once, at the process's first compilation, whether it uses a cache, so this runs
@@ -66,7 +69,7 @@ class Setup(NamedTuple):
 def prepare(cfg: Config, peers: Peers | None = None) -> Setup:
     """Checks what the config names before anything is written: the devices, the env (one instance, closed again)
     and their fit with the config, and computes the run's plan. Raises `ConfigError` / `UserError`."""
-    configure_runtime(cfg.roles.cpu_async_dispatch, cfg.roles.compile_cache)
+    configure_runtime(cfg.roles.cpu_async_dispatch, cfg.roles.compile_cache)  # before JAX makes its devices
     devices = Devices.resolve(cfg, peers)
     env = make_env(**env_args(cfg, 1, 1, cfg.train.seed))
     try:

@@ -38,7 +38,8 @@ def copy_tree(tree: Any, device: Any = None) -> Any:
 
 
 class Publisher:
-    """Publishes learner parameters to the `ParamStore` once they are computed, one copy per actor device.
+    """Publishes learner parameters to the `ParamStore` once they are computed, one copy per actor device (where the
+    learner donates its state, or the device is another: on a CPU learner's own device, the arrays themselves).
 
     `hand` is called by the learner thread right after it dispatched a call. In serial mode it publishes at once
     (waiting for the copies); otherwise the publisher thread (`run`) waits for them, in order, while the learner
@@ -52,11 +53,13 @@ class Publisher:
 
     def __init__(self, store: ParamStore, devices: list[Any], inline: bool = False) -> None:
         self.store, self.devices, self.inline = store, list(dict.fromkeys(devices)), inline
+        self.copies = True  # a copy per version: the learner donates its state (`Learner` sets it)
         self._queue: queue.Queue[tuple[dict[Any, Any], int]] = queue.Queue(maxsize=MAX_IN_FLIGHT)
 
     def hand(self, params: Any, version: int, stop: threading.Event | None = None) -> None:
         """Enqueues `params` (this process's actor parameters, possibly still being computed) as `version`."""
-        copies = {device: copy_tree(params, device) for device in self.devices}
+        put = copy_tree if self.copies else jax.device_put  # device_put: the arrays themselves where they are
+        copies = {device: put(params, device) for device in self.devices}
         if self.inline or (self._queue.empty() and all(x.is_ready() for x in jax.tree.leaves(list(copies.values())))):
             jax.block_until_ready(list(copies.values()))
             self.store.publish(copies, version)
@@ -108,6 +111,10 @@ class Learner:
         self.algo, self.k, self.publisher = algo, updates_per_call, publisher
         self.limiter, self.placement, self.sync, self.feedback = limiter, placement, sync, feedback
         self._update = learner_call(algo.update, placement, prioritized=feedback is not None)
+        # Without donation (CPU learners) a state stays valid after the next call: readers and the hand-off need
+        # no copies of it.
+        self.donates: bool = self._update.donates  # type: ignore[attr-defined]
+        publisher.copies = self.donates
         # Device scalars of the newest call whose metrics are computed, and of the newest call (maybe in flight).
         self._ready_metrics: dict[str, jax.Array] = {}
         self._pending_metrics: dict[str, jax.Array] = {}
@@ -154,7 +161,8 @@ class Learner:
         if not self._state_lock.acquire(timeout=timeout):
             raise TimeoutError(f"the learner's call did not finish within {timeout:g} s")
         try:
-            return Snapshot(env_steps, self.updates, copy_tree(self._local(self.state)))
+            state = self._local(self.state)
+            return Snapshot(env_steps, self.updates, copy_tree(state) if self.donates else state)
         finally:
             self._state_lock.release()
 

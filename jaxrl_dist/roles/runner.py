@@ -167,7 +167,7 @@ class Driver:
         if g.evaluator is not None:
             life.spawn("evaluator", functools.partial(
                 g.evaluator.run_thread, life, g.timers, self._snapshot, self.next_eval, cfg.eval.interval,
-                self.eval_results, g.plan.eval_envs,
+                self.eval_results, g.plan.eval_envs, lambda: g.limiter.total_steps,
             ))  # fmt: skip
         while not life.stop_event.wait(0.02):
             if not g.limiter.finished and not any(t.is_alive() for t in actors):
