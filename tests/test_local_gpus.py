@@ -88,7 +88,7 @@ from jax._src import xla_bridge  # where JAX keeps the jax_cuda_visible_devices 
 from jaxrl_dist.distributed.groups import open_group
 group = open_group(2, 30)
 # One write per rank: the two ranks share the pipe, and print's pieces could interleave.
-os.write(1, f"{group.rank} {xla_bridge.CUDA_VISIBLE_DEVICES.value} {os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION')}\n".encode())
+os.write(1, f"{group.rank} {xla_bridge.CUDA_VISIBLE_DEVICES.value} {os.environ.get('XLA_PYTHON_CLIENT_MEM_FRACTION')}\\n".encode())
 """
 
 
