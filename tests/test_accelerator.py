@@ -143,10 +143,13 @@ def test_auto_keeps_every_role_on_the_first_cpu(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize("config, sets", [
-    ("dqn_cartpole_8devices.yaml", ("roles.actor.count=1",)),  # one thread per actor device: 2 cores, not 4 threads
     ("ppo_cartpole.yaml", ("roles.actor.devices=[cpu:0,cpu:1]", "roles.learner.devices=[cpu:4,cpu:5,cpu:6,cpu:7]")),
 ])
 def test_dqn_and_ppo_solve_on_8_devices(tmp_path: Path, config: str, sets: tuple[str, ...]) -> None:
+    """PPO with actors on 2 and the learner on 4 of 8 fake devices solves CartPole. DQN's run on 8 fake devices is
+    `tests/test_distributed.py::test_one_actor_device_and_four_learner_devices_solve_cartpole` (one CI run of a
+    DQN solve on 8 fake devices: with 6 learner devices, `dqn_cartpole_8devices.yaml` takes 1-3 minutes on 2 cores;
+    placements like its own are checked by `test_actor_and_learner_devices_as_configured`)."""
     proc = train(tmp_path, "eight", *sets, config=ROOT / "configs" / config, env=fake_devices(8), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "solved:" in proc.stdout, proc.stdout[-2000:]

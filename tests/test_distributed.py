@@ -76,8 +76,9 @@ def test_update_is_the_same_on_1_2_and_8_devices() -> None:
 
 
 def test_one_actor_device_and_four_learner_devices_solve_cartpole(tmp_path: Path) -> None:
+    """The default DQN config with its actor on one and its learner on four of 8 fake devices solves CartPole."""
     proc = train(tmp_path, "split", "roles.actor.devices=cpu:0", "roles.learner.devices=[cpu:1,cpu:2,cpu:3,cpu:4]",
-                 env=fake_devices(5))
+                 env=fake_devices(8))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "solved:" in proc.stdout, proc.stdout[-2000:]
 
