@@ -95,7 +95,7 @@ def free_experiment_name(root: str | Path, name: str) -> str:
         UserError: `name` is not allowed (see `resolve_experiment_dir`).
     """
     candidate, n = name, 1
-    while _is_previous_run(resolve_experiment_dir(root, candidate)) or resolve_experiment_dir(root, candidate).is_file():
+    while (path := resolve_experiment_dir(root, candidate)).is_file() or _is_previous_run(path):
         n += 1
         candidate = f"{name}-{n}"
     return candidate

@@ -164,8 +164,7 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         group: this process's place among MPI groups (`open_group`) or `jax.distributed` processes (`initialize`).
         setup: the run's `prepare(cfg, group)`, computed once by the caller (None: computed here).
     """
-    configure_runtime(cfg.roles.cpu_async_dispatch, cfg.roles.compile_cache)
-    setup = setup or prepare(cfg, group)
+    setup = setup or prepare(cfg, group)  # `prepare` configured JAX's runtime first
     plan_, devices = setup.plan, setup.devices
     counters = counters or Counters()
     placement = LearnerMesh.over(devices.learner)

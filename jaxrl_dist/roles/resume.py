@@ -160,6 +160,10 @@ class RunSaver:
             save_checkpoint(self.g, self.ckpt, snap, best_eval, final, self.wandb_run_id)
             self.save_best(best_eval)
 
+    def offer_best(self, result: EvalResult) -> None:
+        """`result` is the best evaluation so far: its state goes to `checkpoints_best/` with the next save."""
+        self.best_pending = result
+
     def save_best(self, best_eval: float | None) -> None:
         """Writes the pending best evaluated state, if there is one."""
         best, self.best_pending = self.best_pending, None

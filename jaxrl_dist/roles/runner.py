@@ -250,7 +250,7 @@ class Driver:
         if self.best_eval is None or mean > self.best_eval:
             self.best_eval = mean
             if self.saver is not None:
-                self.saver.best_pending = result
+                self.saver.offer_best(result)
 
     def _log(self, steps: int, now: float, extra: dict[str, float] | None = None) -> None:
         record = self.line.take(steps, now)
