@@ -17,7 +17,7 @@ def adam(lr: float, eps: float = 1e-8, max_grad_norm: float = 0.0) -> optax.Grad
     return optax.chain(*clip, optax.adam(lr, eps=eps))
 
 
-def epsilon_greedy(q: jax.Array, key: jax.Array, eps: Any, sizes: jax.Array | None = None
+def epsilon_greedy(q: jax.Array, key: jax.Array, eps: Any, sizes: jax.Array | np.ndarray | None = None
                    ) -> tuple[jax.Array, jax.Array]:
     """Epsilon-greedy actions from action values, one coin per action (per dimension of a multi-discrete one).
 

@@ -48,8 +48,9 @@ def _config(args: argparse.Namespace) -> Config:
 
 def raw_envpool(cfg: Config, seconds: float) -> float:
     """Steps/s of EnvPool itself (async send/recv, random actions drawn ahead of time)."""
-    import envpool
+    from jaxrl_dist.envs.envpool_vec import import_envpool
 
+    envpool = import_envpool()
     sizes = plan(cfg)
     env = envpool.make(cfg.env.id, env_type="gymnasium", num_envs=cfg.env.num_envs, batch_size=sizes.env_batch,
                        num_threads=sizes.env_threads, seed=0, **cfg.env.kwargs)

@@ -40,7 +40,11 @@ here:
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import os
+import sys
+import types
 import warnings
 from typing import Any
 
@@ -55,6 +59,46 @@ warnings.filterwarnings("ignore", message=r".*precision lowered by casting", cat
 _STATE_KEYS = ("info:env_id", "elapsed_step", "done", "trunc", "reward", "obs")
 _GAME_KEYS = ("info:reward", "info:terminated", "info:lives")  # Atari's: the real score, game over, lives
 _ACTION_KEYS = ["env_id", "players.env_id", "action"]
+# EnvPool's subpackages whose `__init__` is costly and which `import envpool` only needs for their task ids: the
+# Jumanji one imports matplotlib for its renderers (about half a second of every run's start).
+DEFERRED_SUBPACKAGES = ("jumanji",)
+
+
+def import_envpool() -> types.ModuleType:
+    """`import envpool`, without running the `__init__` of `DEFERRED_SUBPACKAGES` on the way.
+
+    `import envpool` imports every family's `registration` module (the task ids, cheap), and with each its package's
+    `__init__`, which loads the family's envs. For the families in `DEFERRED_SUBPACKAGES`, a bare package stands in
+    for that `__init__` while EnvPool registers the task ids, and is dropped afterwards: a later `envpool.make` of
+    one of their tasks imports the real package then, as EnvPool always does for the task it makes. If EnvPool's
+    layout is not the one this expects, it is imported as it is.
+    """
+    if "envpool" in sys.modules:
+        return sys.modules["envpool"]
+    top = importlib.util.find_spec("envpool")  # locates the package without running it
+    if top is None or not top.submodule_search_locations:
+        import envpool  # raises the ImportError a missing EnvPool gives
+
+        return envpool
+    stand_ins = {}
+    for sub in DEFERRED_SUBPACKAGES:
+        name, folder = f"envpool.{sub}", os.path.join(list(top.submodule_search_locations)[0], sub)
+        if name in sys.modules or not os.path.isfile(os.path.join(folder, "registration.py")):
+            continue
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [folder]
+        stand_ins[name] = importlib.util.module_from_spec(spec)
+    sys.modules.update(stand_ins)
+    try:
+        import envpool
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+            parent = sys.modules.get("envpool")
+            if parent is not None and getattr(parent, name.split(".")[1], None) is module:
+                delattr(parent, name.split(".")[1])
+    return envpool
 
 
 class EnvPoolVecEnv:
@@ -85,8 +129,7 @@ class EnvPoolVecEnv:
         max_episode_steps: int = 0,
         kwargs: dict[str, Any] | None = None,
     ) -> None:
-        import envpool  # Imported here: a custom-env user need not have EnvPool working.
-
+        envpool = import_envpool()  # Imported here: a custom-env user need not have EnvPool working.
         kwargs = dict(kwargs or {})
         threads = num_threads or min(os.cpu_count() or 1, num_envs)
         try:

@@ -203,8 +203,10 @@ def _suggest(env_id: str, known: frozenset[str]) -> str:
 
 @functools.cache
 def _envpool_ids() -> frozenset[str]:
+    from jaxrl_dist.envs.envpool_vec import import_envpool
+
     try:
-        import envpool
+        envpool = import_envpool()
     except ImportError:  # A broken or absent EnvPool only disables that backend.
         return frozenset()
     return frozenset(envpool.list_all_envs())

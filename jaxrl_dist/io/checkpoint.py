@@ -23,15 +23,17 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import absl.logging
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
 from jaxrl_dist.errors import UserError
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 FORMAT_VERSION = 1
 
@@ -131,6 +133,14 @@ class CheckpointMeta:
                 if isinstance(value, str) and ":" in value and not value.startswith("gymnasium:")]
 
 
+def _orbax() -> Any:
+    """`orbax.checkpoint`, imported on first use: its import takes about 0.3 s, which a run spends when it first
+    saves or restores, not at its start."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
+
+
 def quiet_orbax_logging() -> None:
     """Lowers orbax's absl logging to warnings: at INFO it logs several lines per save and restore."""
     absl.logging.set_verbosity(absl.logging.WARNING)
@@ -170,7 +180,7 @@ def _abstract(target: Any) -> Any:
         if isinstance(x, (np.ndarray, np.generic)):
             return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
         if isinstance(x, jax.Array):
-            return ocp.utils.to_shape_dtype_struct(x)
+            return _orbax().utils.to_shape_dtype_struct(x)
         if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None:
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=SingleDeviceSharding(jax.local_devices()[0]))
         return x
@@ -229,20 +239,30 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self._lock = threading.Lock()
         self._saved_once = False
-        options = ocp.CheckpointManagerOptions(
-            enable_async_checkpointing=False,
-            preservation_policy=ocp.checkpoint_managers.LatestN(n=keep),
-            create=False,
-            # Left to our first save: cleaning at construction would delete the in-flight save of a live run
-            # that another process (export, an evaluator) opened for reading.
-            cleanup_tmp_directories=False,
-            # Checkpoints hold host arrays that one process writes (rank 0) or reads: in a jax.distributed run
-            # each manager works for its own process alone, without orbax's cross-process barriers.
-            multiprocessing_options=ocp.options.MultiprocessingOptions(
-                primary_host=jax.process_index(), active_processes={jax.process_index()}
-            ) if jax.process_count() > 1 else ocp.options.MultiprocessingOptions(),
-        )
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=(_STATE, _META, _EXTRA))
+        self._keep = keep
+        self._opened: ocp.CheckpointManager | None = None  # see `_manager`
+
+    @property
+    def _manager(self) -> ocp.CheckpointManager:
+        """The orbax manager, made on first use (under `_lock`), so a run imports orbax when it first saves."""
+        if self._opened is None:
+            ocp = _orbax()
+            options = ocp.CheckpointManagerOptions(
+                enable_async_checkpointing=False,
+                preservation_policy=ocp.checkpoint_managers.LatestN(n=self._keep),
+                create=False,
+                # Left to our first save: cleaning at construction would delete the in-flight save of a live run
+                # that another process (export, an evaluator) opened for reading.
+                cleanup_tmp_directories=False,
+                # Checkpoints hold host arrays that one process writes (rank 0) or reads: in a jax.distributed run
+                # each manager works for its own process alone, without orbax's cross-process barriers.
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=jax.process_index(), active_processes={jax.process_index()}
+                ) if jax.process_count() > 1 else ocp.options.MultiprocessingOptions(),
+            )
+            self._opened = ocp.CheckpointManager(self.directory, options=options,
+                                                 item_names=(_STATE, _META, _EXTRA))
+        return self._opened
 
     def all_steps(self) -> list[int]:
         """The finished checkpoints' steps, ascending."""
@@ -273,6 +293,7 @@ class Checkpointer:
             step, exists already: e.g. the final save of a run that ends right after a periodic one).
         """
         record = {**json.loads(json.dumps(meta, default=_jsonable)), "format_version": FORMAT_VERSION}
+        ocp = _orbax()
         items: dict[str, Any] = {_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(record)}
         if extra is not None:
             items[_EXTRA] = ocp.args.StandardSave(extra)
@@ -294,7 +315,7 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
             for child in self.directory.iterdir():
-                if ocp.utils.TMP_DIR_SUFFIX in child.name:
+                if _orbax().utils.TMP_DIR_SUFFIX in child.name:
                     logger.warning("deleting the unfinished checkpoint %s of an interrupted save", child)
                     shutil.rmtree(child, ignore_errors=True)
         self._saved_once = True
@@ -311,6 +332,7 @@ class Checkpointer:
         return step, self.directory / str(step)
 
     def _read_meta(self, step: int, step_dir: Path) -> dict[str, Any]:
+        ocp = _orbax()
         try:
             with _no_asyncio_error_logs():
                 meta = self._manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
@@ -361,6 +383,7 @@ class Checkpointer:
         with self._lock:
             step, step_dir = self._step_dir(step)
             meta = self._read_meta(step, step_dir)
+            ocp = _orbax()
             items: dict[str, Any] = {_STATE: ocp.args.StandardRestore(_abstract(target))}
             has_extra = (step_dir / _EXTRA).is_dir()
             if has_extra:
@@ -380,7 +403,8 @@ class Checkpointer:
     def close(self) -> None:
         """Waits for pending work and releases orbax's resources."""
         with self._lock:
-            self._manager.close()
+            if self._opened is not None:
+                self._opened.close()
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable
 
 import jax
+import numpy as np
 
 from jaxrl_dist.algos.base import Algorithm
 from jaxrl_dist.distributed.fused import CallOutput, learner_call
@@ -217,7 +218,11 @@ class Learner:
         with self._warm_lock:
             if self._warmed:
                 return
-            zeros = jax.tree.map(lambda x: jax.numpy.zeros(x.shape, x.dtype, device=x.sharding), self._abstract)
+            # Host zeros, copied where the state lives: `jnp.zeros` would compile a program per leaf shape (a
+            # second or more of a CPU run's start, before the update itself could compile).
+            host = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), self._abstract)
+            zeros = (jax.device_put(host, jax.tree.map(lambda x: x.sharding, self._abstract))
+                     if self.placement is None else self.placement.put_replicated(host))
             if self.sync is not None:
                 self.sync.meet("start-up of the groups")
                 self.sync.call(self._update, zeros, batches)

@@ -141,7 +141,7 @@ class SegmentPath:
         self.limiter = SegmentLimiter(counters.env_steps, counters.updates, actors=plan.actors,
                                       peer_steps=counters.peer_steps)
         self.queue = BatchQueue(depth=1 if cfg.roles.mode == "serial" else max(1, cfg.replay.prefetch - 1))
-        key = jax.random.PRNGKey(0)
+        key = jax.eval_shape(jax.random.PRNGKey, 0)  # shapes only: nothing compiled
         shapes = jax.eval_shape(algo.init, key)
         obs = jax.ShapeDtypeStruct((cfg.env.num_envs, *self.spec.obs_shape), self.spec.obs_dtype)
         self.record = jax.eval_shape(algo.act, algo.actor_params(shapes), obs, key, 0.0)[0]

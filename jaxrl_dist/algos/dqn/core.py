@@ -21,6 +21,7 @@ import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxrl_dist.algos.base import Algorithm, BuildContext, Prioritized, PrioritizedBatch, Transition
@@ -101,9 +102,9 @@ def make(spec: EnvSpec, algo: DQNConfig, context: BuildContext) -> Algorithm:
     nvec = spec.nvec if branched else (spec.num_actions,)
     net = QHead(make_torso(net_cfg.torso, net_cfg.hidden, net_cfg.activation, net_cfg.kwargs), sum(nvec),
                 net_cfg.dueling, spec.nvec)
-    sizes = jnp.asarray(nvec, jnp.int32) if branched else None
+    sizes = np.asarray(nvec, np.int32) if branched else None
     optimizer = adam(algo.lr, algo.adam_eps, algo.max_grad_norm)
-    dummy = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+    dummy = np.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
     def head(params: Any, obs: jax.Array) -> jax.Array:
         """`[B, ...]` observations -> `[B, sum(nvec)]` action values (the dimensions' one after the other)."""

@@ -22,6 +22,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -141,8 +142,8 @@ def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
     continuous, multi = spec.action_kind == "continuous", spec.action_kind == "multi_discrete"
     nvec = spec.nvec if multi else (spec.num_actions,)  # the categoricals' sizes (one for a Discrete space)
     out_dim = math.prod(spec.action_shape) if continuous else sum(nvec)
-    low = jnp.asarray(spec.action_low, jnp.float32).reshape(spec.action_shape) if continuous else None
-    high = jnp.asarray(spec.action_high, jnp.float32).reshape(spec.action_shape) if continuous else None
+    low = np.asarray(spec.action_low, np.float32).reshape(spec.action_shape) if continuous else None
+    high = np.asarray(spec.action_high, np.float32).reshape(spec.action_shape) if continuous else None
 
     def torso() -> nn.Module:
         return make_torso(net_cfg.torso, net_cfg.hidden, net_cfg.activation, net_cfg.kwargs)
@@ -154,7 +155,7 @@ def make(spec: EnvSpec, algo: PPOConfig, context: BuildContext) -> Algorithm:
         lr = optax.linear_schedule(algo.lr, 0.0, max(1, context.total_updates * epochs * num_mb))
     clip = [optax.clip_by_global_norm(algo.max_grad_norm)] if algo.max_grad_norm > 0 else []
     optimizer = optax.chain(*clip, optax.adam(lr, eps=algo.adam_eps))
-    obs0 = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+    obs0 = np.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
     def logits(out: jax.Array) -> jax.Array:
         """Categorical policy outputs `[B, sum(nvec)]` -> each dimension's logits `[B, D, max(nvec)]` (D = 1 for a

@@ -18,6 +18,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxrl_dist.algos.base import Algorithm, BuildContext, Transition, entropy_explorer, shard_key
@@ -86,12 +87,12 @@ def make(spec: EnvSpec, algo: SACConfig, context: BuildContext) -> Algorithm:
     if spec.action_kind != "continuous":
         raise ValueError(f"SAC needs a continuous action space, got {spec.action_kind}")
     net_cfg, grad_reduce = context.network, context.grad_reduce
-    action_dim = int(jnp.prod(jnp.array(spec.action_shape)))
+    action_dim = math.prod(spec.action_shape)
     if not all(map(math.isfinite, (*spec.action_low, *spec.action_high))):
         raise UserError(f"SAC scales its actions to the env's bounds, but the env has unbounded actions "
                         f"(low {spec.action_low}, high {spec.action_high}); wrap it to give finite bounds")
-    low = jnp.asarray(spec.action_low, jnp.float32).reshape(spec.action_shape)
-    high = jnp.asarray(spec.action_high, jnp.float32).reshape(spec.action_shape)
+    low = np.asarray(spec.action_low, np.float32).reshape(spec.action_shape)
+    high = np.asarray(spec.action_high, np.float32).reshape(spec.action_shape)
 
     def torso() -> nn.Module:
         return make_torso(net_cfg.torso, net_cfg.hidden, net_cfg.activation, net_cfg.kwargs)
@@ -101,7 +102,7 @@ def make(spec: EnvSpec, algo: SACConfig, context: BuildContext) -> Algorithm:
     actor_opt, critic_opt = adam(algo.actor_lr, max_grad_norm=algo.max_grad_norm), adam(algo.critic_lr)
     alpha_opt = optax.adam(algo.alpha_lr)
     target_entropy = -float(action_dim) if algo.target_entropy is None else algo.target_entropy
-    obs0 = jnp.zeros((1, *spec.obs_shape), spec.obs_dtype)
+    obs0 = np.zeros((1, *spec.obs_shape), spec.obs_dtype)
 
     def pi(params: Any, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`[B, ...]` observations -> pre-tanh `(mean, log_std)` `[B, A]`."""
@@ -114,7 +115,7 @@ def make(spec: EnvSpec, algo: SACConfig, context: BuildContext) -> Algorithm:
     def to_env(unit: jax.Array) -> jax.Array:
         """[-1, 1] actions `[B, A]` -> env actions `[B, *action_shape]` within the bounds."""
         unit = unit.reshape(unit.shape[0], *spec.action_shape)
-        return low + 0.5 * (unit + 1.0) * (high - low)
+        return 0.5 * (unit + 1.0) * (high - low) + low
 
     def to_unit(action: jax.Array) -> jax.Array:
         """Env actions from the replay -> [-1, 1] `[B, A]`."""
