@@ -85,6 +85,7 @@ def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = No
         UserError: The device does not exist, or the env cannot be built here.
     """
     from jaxrl_dist.config import eval_seed
+    from jaxrl_dist.config.plan import eval_threads
     from jaxrl_dist.io.video import recorder
     from jaxrl_dist.roles.graph import attach_video, configure_runtime, make_evaluator
     from jaxrl_dist.io.experiment import VIDEO_DIR
@@ -93,7 +94,8 @@ def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = No
     cfg = policy.cfg
     episodes = episodes or cfg.eval.episodes
     seed = eval_seed(cfg) if env_seed is None else env_seed
-    evaluator = make_evaluator(cfg, policy.spec, policy.algo, episodes, seed, device=device)
+    evaluator = make_evaluator(cfg, policy.spec, policy.algo, episodes, seed, device=device,
+                               threads=eval_threads(cfg))
     if video:
         start = recorder(policy.experiment / VIDEO_DIR, cfg.eval.video_fps, prefix="offline_")
         attach_video(evaluator, cfg, seed, start, log)

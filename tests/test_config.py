@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxrl_dist.config import load_config, plan
+from jaxrl_dist.config import build, load_config, plan
 from jaxrl_dist.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,3 +99,19 @@ def test_cli_exp_name_cannot_escape(tmp_path: Path) -> None:
     proc = train_cli(tmp_path, "--exp-name", "../outside")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert not (tmp_path / "outside").exists()
+
+
+def test_eval_threads_take_the_cores_a_run_leaves_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluation envs get the cores the training envs, actors and learner leave (at least 1, at most one per
+    episode); `eval.num_threads` overrides; an evaluation on its own gets one per core."""
+    from jaxrl_dist.config.plan import eval_threads
+
+    cfg = build({"env": {"num_envs": 16, "num_threads": 4}, "eval": {"episodes": 10}})
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert plan(cfg).eval_threads == 1  # 4 env threads + actor + learner on 2 cores: none free
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert plan(cfg).eval_threads == 10  # 58 free, one per episode at most
+    monkeypatch.setattr("os.cpu_count", lambda: 12)
+    assert plan(cfg).eval_threads == 6
+    assert eval_threads(cfg) == 10  # nothing else running
+    assert plan(build({"eval": {"num_threads": 3}})).eval_threads == 3

@@ -168,6 +168,9 @@ class EvalConfig:
 
     interval: int = fld(10_000, "Env steps between evaluations; 0 disables evaluation.", ge=0)
     episodes: int = fld(10, "Episodes per evaluation (run in parallel, one per env).", ge=1)
+    num_threads: int = fld(
+        0, "EnvPool threads of the evaluation envs; 0 = auto: the cores the run's training envs, actors and learner "
+        "leave free, at least 1 (one per core for `python -m jaxrl_dist.evaluate`).", ge=0)
     target_return: Optional[float] = fld(None, "Stop training at the first evaluation whose mean reaches this.")
     env_seed: Optional[int] = fld(
         None, "Seed of the evaluation envs (env i: env_seed + i, the same in every evaluation); null: from train.seed.",

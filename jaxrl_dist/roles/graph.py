@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 import threading
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -157,16 +156,14 @@ def env_args(cfg: Config, num_envs: int, batch: int, seed: int, render: bool = F
 
 
 def make_evaluator(cfg: Config, spec: EnvSpec, algo: Algorithm, episodes: int, seed: int,
-                   device: str | jax.Device) -> Evaluator:
-    """An evaluator of `episodes` greedy episodes on envs seeded `seed + i`, rebuilt for every evaluation, with
-    inference on `device` (a device, or a name given on the command line: `--device`).
+                   device: str | jax.Device, threads: int) -> Evaluator:
+    """An evaluator of `episodes` greedy episodes on envs seeded `seed + i`, stepped by `threads` EnvPool threads
+    (`jaxrl_dist.config.plan.eval_threads`), rebuilt for every evaluation, with inference on `device` (a device, or
+    a name given on the command line: `--device`).
 
-    The envs get EnvPool threads as the training envs do (`env.num_threads`, else one per core): a thread per
-    episode wakes ten threads for each step of ten CartPole envs (measured 1.5 times slower on 2 cores).
     Videos are off; `attach_video` turns them on once the output folder is known.
     """
     jax_device = resolve_device(device, "--device") if isinstance(device, str) else device
-    threads = cfg.env.num_threads or os.cpu_count() or 1
     return Evaluator(lambda render: make_env(**env_args(cfg, episodes, episodes, seed, render, threads)), spec,
                      algo, jax_device, env_id=cfg.env.id)
 
@@ -231,7 +228,8 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         learner.install(placement.put_replicated(state), counters.updates)
         evaluator = None
         if cfg.eval.interval > 0 and (group is None or group.lead):  # group 0 evaluates (all hold the same parameters)
-            evaluator = make_evaluator(cfg, spec, algo, plan_.eval_envs, plan_.eval_seed, devices.evaluator)
+            evaluator = make_evaluator(cfg, spec, algo, plan_.eval_envs, plan_.eval_seed, devices.evaluator,
+                                       plan_.eval_threads)
         graph = Graph(cfg, plan_, spec, algo, path, store, learner, actors, evaluator, lifetime, timers, placement,
                       group, precompiling)
         on_error.pop_all()  # the graph owns them now
