@@ -27,7 +27,10 @@ if not HAVE_MPI and os.environ.get("JAXRL_REQUIRE_MPI") == "1":  # CI installs M
 needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="MPI groups need the mpi extra and mpi4jax (docs/benchmarks.md, 'Tested with')")
 
 # A short run: 2 groups of 3,000 env steps each, updates from 1,000, no evaluation.
-SHORT = ("train.total_env_steps=6000", "train.learning_starts=1000", "eval.interval=0", "roles.groups.count=2")
+# 1-step returns, so that the expected update counts are the replay ratio's alone (n-step windows hold back n - 1
+# env steps per env before the first update: `plan.fill`).
+SHORT = ("train.total_env_steps=6000", "train.learning_starts=1000", "eval.interval=0", "roles.groups.count=2",
+         "algo.n_step=1")
 
 
 def mpirun(n: int, cmd: list[str], timeout: float = 300):

@@ -17,7 +17,8 @@ from test_groups import needs_mpi
 from jaxrl_dist.distributed.processes import environment_launch
 from jaxrl_dist.io.metrics import read_metrics
 
-TINY = ("train.total_env_steps=4000", "eval.interval=0", "train.learning_starts=1000")
+# 1-step returns: the expected update counts are then the replay ratio's alone (see test_groups.SHORT).
+TINY = ("train.total_env_steps=4000", "eval.interval=0", "train.learning_starts=1000", "algo.n_step=1")
 
 
 def free_port() -> int:
