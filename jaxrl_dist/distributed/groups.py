@@ -97,6 +97,9 @@ class Group(Peers):
         """Ends every group of the job now (MPI_Abort), after printing `message`."""
         print(f"error: {message}; aborting all {self.count} {self.plural}", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        # The launcher forwards each rank's output through its own pipes, and MPI_Abort kills every rank at once:
+        # without a pause, the traceback printed just before was sometimes lost (seen under mpirun on a busy CI).
+        time.sleep(ABORT_GRACE_S)
         self.MPI.COMM_WORLD.Abort(code)
         os._exit(code)  # not reached where Abort works
 
@@ -140,6 +143,7 @@ def place_on_local_gpus(mpi: Any) -> None:
         print(f"note: {gpus.note}", file=sys.stderr, flush=True)
 
 
+ABORT_GRACE_S = 1.0  # see `Group.abort`
 CPU_COLLECTIVE_LIMIT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
 
 
