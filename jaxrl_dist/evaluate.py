@@ -95,7 +95,7 @@ def evaluate(policy: Any, episodes: int | None = None, env_seed: int | None = No
     episodes = episodes or cfg.eval.episodes
     seed = eval_seed(cfg) if env_seed is None else env_seed
     evaluator = make_evaluator(cfg, policy.spec, policy.algo, episodes, seed, device=device,
-                               threads=eval_threads(cfg))
+                               threads=eval_threads(cfg, episodes=episodes))
     if video:
         start = recorder(policy.experiment / VIDEO_DIR, cfg.eval.video_fps, prefix="offline_")
         attach_video(evaluator, cfg, seed, start, log)

@@ -122,9 +122,10 @@ def plan(cfg: Config, spec: EnvSpec | None = None, peers: Any = None, devices: A
     return result
 
 
-def eval_threads(cfg: Config, busy: int = 0) -> int:
+def eval_threads(cfg: Config, busy: int = 0, episodes: int | None = None) -> int:
     """EnvPool threads of the evaluation envs: `eval.num_threads`, or the cores that `busy` threads of the run (the
-    training envs', the actors', the learner's) leave free, between 1 and one per episode.
+    training envs', the actors', the learner's) leave free, between 1 and one per episode (`episodes`, default
+    `eval.episodes`).
 
     During training an evaluation shares the machine with them: each step of its envs waits for every one of its
     EnvPool threads to be scheduled, so on a busy machine one thread finishes sooner than several (on 2 cores, PPO
@@ -132,7 +133,7 @@ def eval_threads(cfg: Config, busy: int = 0) -> int:
     An evaluation on its own (`python -m jaxrl_dist.evaluate`, `busy` 0) gets one per core.
     """
     free = (os.cpu_count() or 1) - busy
-    return cfg.eval.num_threads or max(1, min(cfg.eval.episodes, free))
+    return cfg.eval.num_threads or max(1, min(episodes or cfg.eval.episodes, free))
 
 
 def _device_counts(cfg: Config, devices: Any, processes: int) -> tuple[int, int]:

@@ -80,24 +80,23 @@ def import_envpool() -> types.ModuleType:
         import envpool  # raises the ImportError a missing EnvPool gives
 
         return envpool
-    stand_ins = {}
+    stand_ins = {}  # subpackage -> its bare stand-in
     for sub in DEFERRED_SUBPACKAGES:
         name, folder = f"envpool.{sub}", os.path.join(list(top.submodule_search_locations)[0], sub)
         if name in sys.modules or not os.path.isfile(os.path.join(folder, "registration.py")):
             continue
         spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
         spec.submodule_search_locations = [folder]
-        stand_ins[name] = importlib.util.module_from_spec(spec)
-    sys.modules.update(stand_ins)
+        stand_ins[sub] = sys.modules[name] = importlib.util.module_from_spec(spec)
     try:
         import envpool
     finally:
-        for name, module in stand_ins.items():
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-            parent = sys.modules.get("envpool")
-            if parent is not None and getattr(parent, name.split(".")[1], None) is module:
-                delattr(parent, name.split(".")[1])
+        parent = sys.modules.get("envpool")
+        for sub, module in stand_ins.items():
+            if sys.modules.get(f"envpool.{sub}") is module:
+                del sys.modules[f"envpool.{sub}"]
+            if getattr(parent, sub, None) is module:
+                delattr(parent, sub)
     return envpool
 
 

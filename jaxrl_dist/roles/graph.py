@@ -176,14 +176,14 @@ def attach_video(evaluator: Evaluator, cfg: Config, seed: int, video: Callable[[
     evaluator.probe = functools.partial(probe_render, env_args(cfg, 1, 1, seed, render=True))
 
 
-def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Counters | None = None,
-                group: Peers | None = None, setup: Setup | None = None) -> Graph:
-    """Wires a run's roles.
+def build_graph(cfg: Config, counters: Counters | None = None, group: Peers | None = None,
+                setup: Setup | None = None) -> Graph:
+    """Wires a run's roles, with a fresh learner state and fresh actor keys (a resumed run installs its checkpoint's
+    afterwards: `jaxrl_dist.roles.resume.restore`).
 
     Args:
         cfg: the config.
-        state, keys, counters: from a checkpoint on resume (else fresh); a restored state can also be installed
-            later (`Learner.install`).
+        counters: from a checkpoint on resume (else zeros).
         group: this process's place among MPI groups (`open_group`) or `jax.distributed` processes (`initialize`).
         setup: the run's `prepare(cfg, group)`, computed once by the caller (None: computed here).
     """
@@ -219,12 +219,10 @@ def build_graph(cfg: Config, state: Any = None, keys: Any = None, counters: Coun
         publisher = Publisher(store, actor_devices, inline=serial)
         learner = Learner(algo, placement.put_replicated(jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)),
                           plan_.updates_per_call, publisher, path.limiter, placement, sync, feedback=path.feedback)
-        keys = actor_keys if keys is None else keys
-        actors = [Actor(i, env, algo, path.writer(i, env, store), store, path.limiter, keys[i], actor_devices[i],
+        actors = [Actor(i, env, algo, path.writer(i, env, store), store, path.limiter, actor_keys[i], actor_devices[i],
                         deterministic=serial) for i, env in enumerate(envs)]
         precompiling = _precompile(actors, learner, path, placement, cfg.env.num_envs, spec, group)
-        if state is None:
-            state = jax.jit(algo.init, compiler_options=run_once_options())(init_key)
+        state = jax.jit(algo.init, compiler_options=run_once_options())(init_key)
         learner.install(placement.put_replicated(state), counters.updates)
         evaluator = None
         if cfg.eval.interval > 0 and (group is None or group.lead):  # group 0 evaluates (all hold the same parameters)
