@@ -43,7 +43,7 @@ def test_wheel_ships_the_configs(tmp_path: Path) -> None:
 
 def test_default_names_take_the_seed_and_a_free_suffix(tmp_path: Path) -> None:
     sets = ["--quiet", "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false", "--set",
-            "roles.mode=serial", "--set", "train.total_env_steps=400", "--set", "train.learning_starts=100",
+            "roles.mode=serial", "--set", "train.total_env_steps=400", "--set", "train.learning_starts=200",
             "--set", "eval.interval=0", "--set", "checkpoint.interval=0"]
     for expected in ("dqn_cartpole", "dqn_cartpole-2"):
         proc = run(command("train", "--config", "dqn_cartpole", *sets))
@@ -59,7 +59,7 @@ def test_compile_cache_is_filled_and_used(tmp_path: Path) -> None:
     """`roles.compile_cache`: the first run writes its programs there, the second loads them (and says how many)."""
     cache = tmp_path / "xla"
     sets = ["--quiet", "--set", f"log.root={tmp_path}", "--set", "log.tensorboard=false", "--set",
-            "roles.mode=serial", "--set", "train.total_env_steps=400", "--set", "train.learning_starts=100",
+            "roles.mode=serial", "--set", "train.total_env_steps=400", "--set", "train.learning_starts=200",
             "--set", "eval.interval=0", "--set", f"roles.compile_cache={cache}"]
     first = run(command("train", "--config", "dqn_cartpole", "--exp-name", "a", *sets))
     assert first.returncode == 0, first.stderr[-2000:]

@@ -479,7 +479,7 @@ def test_metrics_and_tensorboard_are_closed_after_a_crash(tmp_path: Path, monkey
 
 def test_evaluate_and_export_name_the_modules_they_import(tmp_path: Path) -> None:
     proc = run(train_cmd(tmp_path, "plug", "env.id=jaxrl_dist.envs.fake:CountdownEnv", "env.num_envs=2",
-                         "train.total_env_steps=600", "train.learning_starts=100", "eval.interval=0",
+                         "train.total_env_steps=600", "train.learning_starts=200", "eval.interval=0",
                          "roles.mode=serial", "replay.capacity=1000"), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ev = run(command("evaluate", "--experiment", str(tmp_path / "plug"), "--episodes", "1"), timeout=240)

@@ -111,7 +111,7 @@ def test_crashed_role_stops_the_run_with_its_traceback(tmp_path: Path, mode: str
     start = time.monotonic()
     proc = run(train_cmd(tmp_path, "f", f"roles.mode={mode}", "env.id=jaxrl_dist.envs.fake:FailingEnv",
                          "env.num_envs=2", "env.kwargs={fail_after: 300}", "eval.interval=0",
-                         "train.learning_starts=100", "replay.capacity=1000"), timeout=120)
+                         "train.learning_starts=200", "replay.capacity=1000"), timeout=120)
     assert proc.returncode == 1
     assert "FailingEnv failed on purpose" in proc.stderr and "actor" in proc.stderr
     assert time.monotonic() - start < 60
@@ -152,6 +152,7 @@ def test_long_nstep_windows_do_not_stall_learning(tmp_path: Path) -> None:
     """With n-step windows held back per env (long episodes), learning still starts and the run finishes."""
     proc = run(train_cmd(tmp_path, "nstep", "env.id=jaxrl_dist.envs.fake:ConstantRewardEnv", "env.num_envs=16",
                          "env.max_episode_steps=200", "algo.n_step=10", "train.learning_starts=64",
-                         "train.total_env_steps=3000", "eval.interval=0", "replay.capacity=5000"), timeout=120)
+                         "replay.batch_size=64", "train.total_env_steps=3000", "eval.interval=0",
+                         "replay.capacity=5000"), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_metrics(tmp_path / "nstep" / "metrics.jsonl")[-1]["updates"] > 0
