@@ -100,7 +100,7 @@ def test_print_topology_shows_devices_and_per_device_batch(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert "2 lock-free partition(s) of 50000 transitions" in proc.stdout
     assert "on cpu:1, cpu:2, cpu:3, cpu:4, mesh data=4" in proc.stdout
-    assert "16 transitions per device per update" in proc.stdout
+    assert "32 transitions per device per update" in proc.stdout
     assert not any(tmp_path.iterdir())  # it only prints
 
 
