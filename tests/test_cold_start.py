@@ -59,6 +59,29 @@ def test_building_a_graph_compiles_only_the_runs_programs() -> None:
         assert names in (["eval_act"], ["<lambda>"]), (config, compiled)  # the evaluation policy, and nothing else
 
 
+def test_run_once_programs_compile_to_the_same_values() -> None:
+    """The initial states and start keys compiled with `run_once_options` (on CPU: XLA's lowest optimisation and
+    its older fusion emitters, faster to compile) equal those of XLA's default compilation, for an MLP, a Nature
+    CNN and a squashed-Gaussian actor-critic; the options exist in this jaxlib (a missing one fails the compile)."""
+    import jax
+    import numpy as np
+
+    from jaxrl_dist.algos import make_algorithm
+    from jaxrl_dist.config import load_config
+    from jaxrl_dist.roles.graph import prepare, run_once_options
+
+    assert run_once_options(), "the test machine's backend is a CPU"
+    for config in ("configs/dqn_cartpole.yaml", "configs/ddqn_pong.yaml", "configs/sac_pendulum.yaml"):
+        cfg = load_config(config, [])
+        setup = prepare(cfg)
+        algo = make_algorithm(setup.spec, cfg, plan=setup.plan)
+        key = np.array([0, 7], np.uint32)
+        fast = jax.jit(algo.init, compiler_options=run_once_options())(key)
+        default = jax.jit(algo.init)(key)
+        for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7, err_msg=config)
+
+
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Game2048-v1"])
 def test_envpool_is_imported_without_its_jumanji_renderers(env_id: str) -> None:
     """`import envpool` imports matplotlib for its Jumanji renderers (about 0.5 s of a start); the adapter defers

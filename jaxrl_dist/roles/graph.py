@@ -59,9 +59,14 @@ def configure_runtime(cpu_async_dispatch: bool = True, compile_cache: str | None
 
 def run_once_options() -> dict[str, Any]:
     """`compiler_options` for a program that runs once (the initial state, the start keys): on CPU, XLA's least
-    optimising backend, which compiles it two to three times faster (about 0.4 s of a CartPole run's start) while
-    the program itself, run once, takes a millisecond longer."""
-    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+    optimising backend and its older fusion emitters (LLVM IR straight from each fusion, not through MLIR), which
+    compile it two to four times faster (0.5-0.6 s of a CartPole run's start) while the program itself, run once,
+    takes a millisecond longer (a Nature-CNN initial state 30-40 ms longer; its compile is 0.1-0.3 s shorter).
+    Programs that run many times keep XLA's defaults: with the older emitters the updates ran 15-40% slower and a
+    CNN policy 1.8x slower (docs/benchmarks.md)."""
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 
 
 def start_keys(seed: int, actors: int, rank: int | None) -> tuple[jax.Array, tuple[jax.Array, ...]]:
