@@ -60,9 +60,9 @@ def test_building_a_graph_compiles_only_the_runs_programs() -> None:
 
 
 def test_run_once_programs_compile_to_the_same_values() -> None:
-    """The initial states and start keys compiled with `run_once_options` (on CPU: XLA's lowest optimisation and
-    its older fusion emitters, faster to compile) equal those of XLA's default compilation, for an MLP, a Nature
-    CNN and a squashed-Gaussian actor-critic; the options exist in this jaxlib (a missing one fails the compile)."""
+    """The initial states compiled with `run_once_options` (on CPU: XLA's lowest optimisation and its older fusion
+    emitters, faster to compile) equal those of XLA's default compilation, for an MLP, a Nature CNN and a
+    squashed-Gaussian actor-critic; the options exist in this jaxlib (a missing one fails the compile)."""
     import jax
     import numpy as np
 

@@ -60,7 +60,7 @@ def configure_runtime(cpu_async_dispatch: bool = True, compile_cache: str | None
 def run_once_options() -> dict[str, Any]:
     """`compiler_options` for a program that runs once (the initial state, the start keys): on CPU, XLA's least
     optimising backend and its older fusion emitters (LLVM IR straight from each fusion, not through MLIR), which
-    compile it two to four times faster (0.5-0.6 s of a CartPole run's start) while the program itself, run once,
+    compile it two to four times faster (0.45-0.7 s of a CartPole or Pendulum run's start) while the program itself, run once,
     takes a millisecond longer (a Nature-CNN initial state 30-40 ms longer; its compile is 0.1-0.3 s shorter).
     Programs that run many times keep XLA's defaults: with the older emitters the updates ran 15-40% slower and a
     CNN policy 1.8x slower (docs/benchmarks.md)."""
